@@ -1,0 +1,154 @@
+"""Sampler invariants: float64 categorical draws, nucleus filter, posteriors, NFE counts, KV cache."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dlm.sampling import get_sampler
+from dlm.sampling.common import sample_categorical, time_grid, top_p_filter
+from dlm.sampling.duo import uniform_posterior
+
+
+def test_categorical_frequencies_and_unnormalised_weights():
+    g = torch.Generator().manual_seed(0)
+    w = torch.tensor([2.0, 0.0, 1.0, 5.0])  # unnormalised, one impossible id
+    draws = sample_categorical(w.expand(200_000, 4), g)
+    freq = torch.bincount(draws, minlength=4).double() / draws.numel()
+    assert freq[1] == 0
+    assert torch.allclose(freq, (w / w.sum()).double(), atol=4e-3)
+
+
+def test_categorical_tail_is_not_truncated():
+    # an event of probability 1e-9 vs 1: fp32 noise would give it ~0 draws forever; float64 draws
+    # give the right rate. Check the implied noise really is float64 (Exp(1) tail beyond fp32's reach).
+    g = torch.Generator().manual_seed(0)
+    u = torch.rand(10, dtype=torch.float64, generator=g)
+    assert u.dtype == torch.float64
+    w = torch.tensor([1.0, 1e-3])
+    draws = sample_categorical(w.expand(400_000, 2), torch.Generator().manual_seed(1))
+    assert abs(draws.double().mean().item() - 1e-3 / 1.001) < 3e-4
+
+
+def test_top_p_filter():
+    p = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    assert torch.allclose(top_p_filter(p, 0.8), torch.tensor([0.5, 0.3, 0.0, 0.0]) / 0.8)
+    assert torch.allclose(top_p_filter(p, 0.1), torch.tensor([1.0, 0.0, 0.0, 0.0]))  # always the top entry
+    assert torch.equal(top_p_filter(p, 1.0), p)
+
+
+def test_time_grid():
+    ts = time_grid(4)
+    assert ts.dtype == torch.float64 and len(ts) == 5 and ts[0] == 1 and ts[-1] == pytest.approx(1e-5)
+    with pytest.raises(ValueError):
+        time_grid(0)
+
+
+def test_uniform_posterior_equals_bayes_rule_for_a_perfect_denoiser():
+    """With x_theta = onehot(x) the DUO posterior must equal q(z_s | z_t, x) ∝ q(z_t | z_s) q(z_s | x)."""
+    K, a_t, a_s = 6, torch.tensor(0.3, dtype=torch.float64), torch.tensor(0.8, dtype=torch.float64)
+    a_ts = a_t / a_s
+    for x in range(K):
+        for zt in range(K):
+            probs = F.one_hot(torch.tensor([[x]]), K).double()
+            q = uniform_posterior(probs, torch.tensor([[zt]]), a_t, a_s)[0, 0]
+            # denominator identity: the numerator sums to K a_t x_theta[z_t] + 1 - a_t
+            assert q.sum().item() == pytest.approx((K * a_t * probs[0, 0, zt] + 1 - a_t).item())
+            trans = a_ts * F.one_hot(torch.tensor(zt), K).double() + (1 - a_ts) / K  # q(z_t | z_s) over z_s
+            marg = a_s * F.one_hot(torch.tensor(x), K).double() + (1 - a_s) / K  # q(z_s | x)
+            bayes = trans * marg
+            assert torch.allclose(q / q.sum(), bayes / bayes.sum(), atol=1e-12)
+
+
+class ConstantDenoiser(torch.nn.Module):
+    """A backbone that always predicts token `c` (huge logit): every sampler must then emit c."""
+
+    def __init__(self, K, c):
+        super().__init__()
+        self.K, self.c, self.calls = K, c, 0
+
+    def forward(self, x, sigma=None, kv_cache=None, start=0):
+        self.calls += 1
+        out = torch.zeros(*x.shape[:2], self.K)
+        out[..., self.c] = 50.0
+        return out
+
+    def new_cache(self):
+        return [{}]
+
+
+@pytest.mark.parametrize("algo,sampler", [("mdlm", "mdlm_ancestral"), ("udlm", "duo_ancestral"),
+                                          ("udlm", "duo_greedy_tail"), ("ar", "ar"), ("ar", "ar_nocache")])
+def test_samplers_follow_a_deterministic_denoiser(module_factory, algo, sampler):
+    m = module_factory(algo, vocab_size=16, block_length=12).eval()
+    m.backbone = ConstantDenoiser(16, 5)
+    fn, kw = get_sampler(sampler, algo)
+    out = fn(m, n=3, steps=8, generator=torch.Generator().manual_seed(0), **kw)
+    toks = out["tokens"]
+    assert toks.shape == (3, 12)
+    body = toks[:, 1:] if algo == "ar" else toks
+    assert torch.all(body == 5)
+    if algo == "ar":
+        assert torch.all(toks[:, 0] == m.hparams.special_ids["bos"])
+        assert out["nfe"] == 11
+
+
+def test_mdlm_cache_bounds_network_calls(module_factory):
+    """Without time conditioning, x_theta is reused while z_t is unchanged: NFE <= L + 1 even for T >> L."""
+    torch.manual_seed(0)
+    m = module_factory("mdlm", vocab_size=16, block_length=6).eval()
+    fn, kw = get_sampler("mdlm_ancestral", "mdlm")
+    out = fn(m, n=1, steps=500, generator=torch.Generator().manual_seed(0), **kw)
+    assert out["nfe"] <= 6 + 1
+    assert not (out["tokens"] == m.mask_id).any()
+    m2 = module_factory("mdlm", vocab_size=16, block_length=6, time_conditioning=True).eval()
+    out2 = fn(m2, n=1, steps=50, generator=torch.Generator().manual_seed(0), **kw)
+    assert out2["nfe"] >= 50  # time-conditioned: no caching
+
+
+def test_duo_nfe_and_range(module_factory):
+    m = module_factory("udlm", vocab_size=16, block_length=6).eval()
+    fn, kw = get_sampler("duo_greedy_tail", "udlm")
+    out = fn(m, n=2, steps=7, generator=torch.Generator().manual_seed(0), **kw)
+    assert out["nfe"] == 8  # one call per step plus the greedy tail
+    assert out["tokens"].min() >= 0 and out["tokens"].max() < 16
+
+
+def test_ar_kv_cache_gives_identical_samples(module_factory):
+    torch.manual_seed(0)
+    m = module_factory("ar", vocab_size=30, block_length=10).eval()
+    with torch.no_grad():
+        for p in m.backbone.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    fn, kw = get_sampler("ar", "ar")
+    a = fn(m, n=4, steps=0, generator=torch.Generator().manual_seed(3), kv_cache=True)["tokens"]
+    b = fn(m, n=4, steps=0, generator=torch.Generator().manual_seed(3), kv_cache=False)["tokens"]
+    assert torch.equal(a, b)
+    assert not (a == m.mask_id).any()  # [MASK] has -inf logit
+
+
+def test_sampler_algo_mismatch():
+    with pytest.raises(ValueError, match="applies to"):
+        get_sampler("mdlm_ancestral", "udlm")
+    with pytest.raises(ValueError, match="unknown sampler"):
+        get_sampler("nope", "ar")
+
+
+def test_mdlm_first_step_unmask_rate(module_factory):
+    """One MDLM step from t=1 to s unmasks each position with probability (alpha_s - alpha_1)/(1 - alpha_1)."""
+    m = module_factory("mdlm", vocab_size=16, block_length=64).eval()
+    fn, kw = get_sampler("mdlm_ancestral", "mdlm")
+    # 2 steps: t=1 -> s=0.5 -> 1e-5; count how many were unmasked after the first step via a hook
+    seen = []
+    orig = m.denoise
+
+    def spy(z, t):
+        seen.append((z == m.mask_id).float().mean().item())
+        return orig(z, t)
+
+    m.denoise = spy
+    fn(m, n=200, steps=2, generator=torch.Generator().manual_seed(0), **kw)
+    a_1, a_s = m.schedule.alpha(torch.tensor(1.0)), m.schedule.alpha(torch.tensor((1 + 1e-5) / 2))
+    expected_masked = 1 - float((a_s - a_1) / (1 - a_1))
+    assert math.isclose(seen[1], expected_masked, abs_tol=0.01)

@@ -1,0 +1,55 @@
+"""MDLM: masked (absorbing-state) diffusion with the SUBS parameterisation (Sahoo et al. 2024,
+arXiv 2406.07524).
+
+Forward process (eq. 2): q(z_t | x) = Cat(alpha_t x + (1 - alpha_t) m): each token is replaced by
+[MASK] independently with probability 1 - alpha_t.
+SUBS (Sec. 3.2.3): zero masking probability (the [MASK] logit is -inf) and carry-over unmasking
+(an unmasked input token is copied to the output with probability one).
+Continuous-time NELBO (eq. 10): per token  (alpha'_t / (1 - alpha_t)) log x_theta(z_t)[x], which is
+-log x_theta[x] / t on masked tokens for the log-linear schedule and 0 on unmasked ones.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from dlm.algos.base import LMModule
+
+NEG_INF = -1e6  # as in MDLM: finite, so that 0 * NEG_INF stays 0 in the sampler algebra
+
+
+def forward_mask(x: torch.Tensor, alpha: torch.Tensor, mask_id: int, generator: torch.Generator | None = None
+                 ) -> torch.Tensor:
+    """Sample z_t ~ q(z_t | x): mask each token with probability 1 - alpha (alpha: (B,) or (B, 1))."""
+    alpha = alpha.reshape(-1, 1)  # (B, 1)
+    u = torch.rand(x.shape, generator=generator, device=x.device)  # (B, L)
+    return torch.where(u < 1.0 - alpha, torch.full_like(x, mask_id), x)
+
+
+def subs_log_probs(logits: torch.Tensor, z: torch.Tensor, mask_id: int) -> torch.Tensor:
+    """SUBS parameterisation: log x_theta (B, L, K) from raw logits (B, L, K) and the noisy input z (B, L)."""
+    logits = logits.float().clone()
+    logits[..., mask_id] += NEG_INF  # 1) zero masking probability
+    log_probs = logits - torch.logsumexp(logits, dim=-1, keepdim=True)
+    unmasked = z != mask_id  # (B, L)
+    carry = torch.full_like(log_probs, NEG_INF)  # 2) carry-over: one-hot on the observed token
+    carry.scatter_(-1, z[..., None], 0.0)
+    return torch.where(unmasked[..., None], carry, log_probs)
+
+
+class MDLM(LMModule):
+    algo = "mdlm"
+
+    def denoise(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """log x_theta(z_t, t): (B, L, K) normalised log-probabilities over clean tokens."""
+        logits = self.backbone(z, self.sigma_input(t))
+        return subs_log_probs(logits, z, self.mask_id)
+
+    def token_nll(self, batch, t):
+        x = batch["input_ids"]  # (B, L)
+        alpha, dalpha = self.schedule.alpha(t), self.schedule.dalpha(t)  # (B,)
+        z = forward_mask(x, alpha, self.mask_id)
+        log_x = self.denoise(z, t)  # (B, L, K)
+        log_p_true = log_x.gather(-1, x[..., None]).squeeze(-1)  # (B, L); 0 where z = x (carry-over)
+        weight = (dalpha / (1.0 - alpha))[:, None]  # (B, 1); equals -1/t for log-linear
+        return weight * log_p_true

@@ -1,0 +1,1 @@
+"""Noise schedules, the DUO integral operator, forward processes and posteriors."""

@@ -1,0 +1,57 @@
+"""Ancestral and greedy-tail sampling for uniform-state models (UDLM / DUO; DUO arXiv 2506.10892,
+Sec. 3.3 and App. B).
+
+Posterior for s < t, with alpha_{t|s} = alpha_t / alpha_s, e_z the one-hot of the current token and
+x_theta the denoiser's distribution (computed in float64):
+  q(z_s | z_t, x_theta) ∝ K alpha_t x_theta ⊙ e_z + (alpha_{t|s} - alpha_t) e_z
+                          + (alpha_s - alpha_t) x_theta + (1 - alpha_{t|s})(1 - alpha_s)/K 1.
+The chain starts from the uniform prior. Final step at t_min:
+  "ancestral":   one more posterior step to alpha_s = 1:  x ∝ x_theta ⊙ (K alpha_t e_z + 1 - alpha_t);
+  "greedy":      Greedy-Tail (DUO Sec. 3.3), x = argmax x_theta(z_{t_min}).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from dlm.sampling.common import sample_categorical, time_grid, top_p_filter
+
+
+def uniform_posterior(probs: torch.Tensor, z: torch.Tensor, a_t: torch.Tensor, a_s: torch.Tensor) -> torch.Tensor:
+    """Unnormalised q(z_s | z_t, x_theta): probs (n, L, K) float64, z (n, L), scalars a_t < a_s."""
+    K = probs.shape[-1]
+    e_z = F.one_hot(z, K).to(probs.dtype)  # (n, L, K)
+    a_ts = a_t / a_s
+    return (K * a_t * probs * e_z + (a_ts - a_t) * e_z + (a_s - a_t) * probs
+            + (1 - a_ts) * (1 - a_s) / K)
+
+
+@torch.no_grad()
+def sample_duo(module, n: int, steps: int, generator: torch.Generator, nucleus_p: float = 1.0,
+               final: str = "ancestral", **_) -> dict:
+    if final not in ("ancestral", "greedy"):
+        raise ValueError(f"final step must be 'ancestral' or 'greedy', got {final!r}")
+    L, K = module.hparams.block_length, module.hparams.vocab_size
+    device = module.device
+    z = torch.randint(0, K, (n, L), generator=generator, device=device)  # (n, L) uniform prior
+    ts = time_grid(steps, device=device)
+    nfe = 0
+
+    def x_theta(z, t):
+        nonlocal nfe
+        nfe += 1
+        log_x = module.denoise(z, torch.full((n,), float(t), device=device))  # (n, L, K)
+        return top_p_filter(log_x.double().exp(), nucleus_p)
+
+    for i in range(steps):
+        t, s = ts[i], ts[i + 1]
+        a_t, a_s = module.schedule.alpha(t), module.schedule.alpha(s)
+        z = sample_categorical(uniform_posterior(x_theta(z, t), z, a_t, a_s), generator)
+    probs = x_theta(z, ts[-1])
+    if final == "greedy":
+        z = probs.argmax(-1)
+    else:
+        a_t = module.schedule.alpha(ts[-1])
+        z = sample_categorical(probs * (K * a_t * F.one_hot(z, K).double() + 1 - a_t), generator)
+    return {"tokens": z, "nfe": nfe}
