@@ -50,3 +50,17 @@ def generate(ckpt: str, sampler: str, steps: int, seed: int, num_samples: int, b
                 f.write(json.dumps(r) + "\n")
     log.info("wrote %d samples to %s (%.3f s/sample)", len(records), out,
              sum(r["seconds"] for r in records) / len(records))
+
+
+def sample_summary(path: str) -> dict:
+    """The settings shared by a samples JSONL (run, algo, sampler, steps, seed, nucleus_p) plus the mean
+    network calls and seconds per sample; used to label gen-PPL results."""
+    with open(path) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    if not rows:
+        raise ValueError(f"{path}: no samples")
+    first = rows[0]
+    out = {k: first.get(k) for k in ("run", "algo", "sampler", "steps", "seed", "nucleus_p")}
+    out["nfe"] = sum(r.get("nfe", 0) for r in rows) / len(rows)
+    out["seconds_per_sample"] = sum(r.get("seconds", 0.0) for r in rows) / len(rows)
+    return out

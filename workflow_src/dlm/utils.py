@@ -27,6 +27,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp)
     try:
         yield tmp
+        if tmp.exists():  # mkstemp creates 0600; give the file the usual umask-based permissions
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -99,3 +103,15 @@ def provenance(settings: Any) -> dict[str, Any]:
     """What every metric JSON records next to its numbers: settings hash, git commit, versions."""
     return {"config_hash": config_hash(settings), "git_commit": git_commit(),
             "packages": package_versions()}
+
+
+def setup_logging(log_path: str | os.PathLike | None = None) -> None:
+    """Send logging (INFO) and stderr to `log_path` (Snakemake's `log:`), line-buffered."""
+    import logging
+    import sys
+
+    if log_path is not None:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        sys.stderr = open(log_path, "w", buffering=1)
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, force=True,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s", datefmt="%H:%M:%S")

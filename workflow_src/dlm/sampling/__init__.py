@@ -5,17 +5,20 @@ Every sampler takes (module, n, steps, generator, nucleus_p, ...) and returns {"
 
 from __future__ import annotations
 
+from dlm.config import SAMPLER_ALGOS
 from dlm.sampling.ar import sample_ar
 from dlm.sampling.duo import sample_duo
 from dlm.sampling.mdlm import sample_mdlm
 
-SAMPLERS: dict[str, tuple[tuple[str, ...], callable, dict]] = {
-    "ar": (("ar",), sample_ar, {"kv_cache": True}),
-    "ar_nocache": (("ar",), sample_ar, {"kv_cache": False}),
-    "mdlm_ancestral": (("mdlm",), sample_mdlm, {}),
-    "duo_ancestral": (("udlm",), sample_duo, {"final": "ancestral"}),
-    "duo_greedy_tail": (("udlm",), sample_duo, {"final": "greedy"}),
+_FUNCTIONS = {
+    "ar": (sample_ar, {"kv_cache": True}),
+    "ar_nocache": (sample_ar, {"kv_cache": False}),
+    "mdlm_ancestral": (sample_mdlm, {}),
+    "duo_ancestral": (sample_duo, {"final": "ancestral"}),
+    "duo_greedy_tail": (sample_duo, {"final": "greedy"}),
 }
+SAMPLERS: dict[str, tuple[tuple[str, ...], callable, dict]] = {
+    name: (SAMPLER_ALGOS[name], fn, kwargs) for name, (fn, kwargs) in _FUNCTIONS.items()}
 
 
 def get_sampler(name: str, algo: str):

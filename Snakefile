@@ -1,0 +1,22 @@
+# Reproduction pipeline for discrete diffusion language models. See README.md and config/schema.yaml.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/integral.smk"
+include: "rules/train.smk"
+include: "rules/sample.smk"
+include: "rules/evaluate.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        all_targets(),

@@ -1,0 +1,83 @@
+# Helpers, input functions and wildcard constraints. The only .smk file with Python functions.
+import os
+import re
+
+from snakemake.utils import validate
+
+from dlm.config import check_config, resolve_run
+
+# 1) readable errors naming key, value and expectation; 2) snakemake's validate fills the defaults
+check_config(config, os.path.join(workflow.basedir, "config", "schema.yaml"))
+
+
+validate(config, "../config/schema.yaml")
+
+
+CORPUS = config["corpus"]["name"]
+RUNS = sorted(config["runs"])
+
+
+wildcard_constraints:
+    corpus=r"[A-Za-z0-9_.-]+",
+    run="|".join(RUNS),
+    sampler=r"[a-z_]+",
+    steps=r"\d+",
+    seed=r"\d+",
+
+
+def tokenizer_id():
+    """A path-safe name for the tokenizer: CORPUS-bpeK, or the sanitised pretrained name."""
+    tok = config["tokenizer"]
+    if tok["kind"] == "bpe":
+        return f"{CORPUS}-bpe{tok['vocab_size']}"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "--", tok["name_or_path"]).strip("-")
+
+
+def run_params(wildcards):
+    return resolve_run(config, wildcards.run)
+
+
+def judge_is_run():
+    return config["evaluation"]["judge"] in config["runs"]
+
+
+def judge_input(wildcards):
+    judge = config["evaluation"]["judge"]
+    return [f"results/models/{judge}/final.ckpt"] if judge_is_run() else []
+
+
+def judge_arg(wildcards, input):
+    return input.judge[0] if judge_is_run() else config["evaluation"]["judge"]
+
+
+def sample_jobs():
+    """(run, sampler, steps, seed) for every planned sample file."""
+    jobs = []
+    for entry in config["sampling"]["plan"]:
+        for steps in entry["steps"]:
+            for seed in config["sampling"]["seeds"]:
+                jobs.append((entry["run"], entry["sampler"], steps, seed))
+    return jobs
+
+
+def gen_ppl_jsons():
+    return [f"results/eval/{r}/gen_{s}_T{t}_s{seed}.json" for r, s, t, seed in sample_jobs()]
+
+
+def val_ppl_jsons():
+    return [f"results/eval/{r}/val_ppl.json" for r in RUNS] + ["results/eval/unigram/val_ppl.json"]
+
+
+def integral_path():
+    i = config["integral"]
+    return f"resources/integral/{tokenizer_id()}_g{i['gamma_min']}_{i['gamma_max']}_n{i['points']}.npz"
+
+
+def all_targets():
+    targets = [integral_path()] + val_ppl_jsons()
+    targets += expand("results/tables/val_ppl.{ext}", ext=["csv", "md", "tex"])
+    if config["sampling"]["plan"]:
+        targets += gen_ppl_jsons()
+        targets += expand("results/tables/gen_ppl.{ext}", ext=["csv", "md", "tex"])
+        targets += expand("results/figures/gen_ppl_steps.{ext}", ext=["pdf", "png"])
+    return targets

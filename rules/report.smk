@@ -1,0 +1,46 @@
+# Paper tables (CSV, Markdown, booktabs LaTeX) and figures (PDF, PNG).
+
+
+rule table_val_ppl:
+    input:
+        val_ppl_jsons(),
+    output:
+        expand("results/tables/val_ppl.{ext}", ext=["csv", "md", "tex"]),
+    params:
+        table="val_ppl",
+    log:
+        "logs/report/table_val_ppl.log",
+    conda:
+        "../environment.yml"
+    script:
+        "../workflow_src/dlm/scripts/tables.py"
+
+
+rule table_gen_ppl:
+    input:
+        gen_ppl_jsons(),
+    output:
+        expand("results/tables/gen_ppl.{ext}", ext=["csv", "md", "tex"]),
+        "results/tables/gen_ppl_seeds.csv",
+    params:
+        table="gen_ppl",
+    log:
+        "logs/report/table_gen_ppl.log",
+    conda:
+        "../environment.yml"
+    script:
+        "../workflow_src/dlm/scripts/tables.py"
+
+
+rule figure_gen_ppl:
+    input:
+        "results/tables/gen_ppl_seeds.csv",
+    output:
+        expand("results/figures/gen_ppl_steps.{ext}", ext=["pdf", "png"]),
+    params:
+    log:
+        "logs/report/figure_gen_ppl.log",
+    conda:
+        "../environment.yml"
+    script:
+        "../workflow_src/dlm/scripts/figure.py"

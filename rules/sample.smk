@@ -1,0 +1,25 @@
+# Sampling (GPU rule): one JSONL of samples per (run, sampler, steps, seed).
+
+
+rule sample:
+    input:
+        ckpt="results/models/{run}/final.ckpt",
+    output:
+        "results/samples/{run}/{sampler}_T{steps}_s{seed}.jsonl",
+    params:
+        num_samples=config["sampling"]["num_samples"],
+        batch_size=config["sampling"]["batch_size"],
+        nucleus_p=config["sampling"]["nucleus_p"],
+    log:
+        "logs/sample/{run}/{sampler}_T{steps}_s{seed}.log",
+    conda:
+        "../environment.yml"
+    benchmark:
+        "benchmarks/sample/{run}/{sampler}_T{steps}_s{seed}.tsv"
+    threads: 1
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=240,
+    script:
+        "../workflow_src/dlm/scripts/sample.py"

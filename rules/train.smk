@@ -1,0 +1,23 @@
+# Training (GPU rule): one Lightning job per run; a rerun resumes from checkpoints/last.ckpt.
+
+
+rule train:
+    input:
+        data=f"results/data/{CORPUS}/packed",
+    output:
+        ckpt="results/models/{run}/final.ckpt",
+    params:
+        hp=run_params,
+    log:
+        "logs/train/{run}.log",
+    conda:
+        "../environment.yml"
+    benchmark:
+        "benchmarks/train/{run}.tsv"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=1440,
+    script:
+        "../workflow_src/dlm/scripts/train.py"

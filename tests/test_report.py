@@ -1,0 +1,169 @@
+"""Golden-text checks of the result tables, CSV round trip and byte-stable figures."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dlm.report.tables import collect, gen_ppl_table, val_ppl_table, write_table
+
+
+def _dump(tmp_path, name, obj):
+    p = tmp_path / name
+    p.write_text(json.dumps(obj))
+    return p
+
+
+@pytest.fixture
+def val_jsons(tmp_path):
+    return [
+        _dump(tmp_path, "mdlm.json", {"run": "mdlm_owt", "algo": "mdlm", "val_ppl": 23.21,
+                                      "val_nll": 3.1446, "params": 169_600_000,
+                                      "train_steps": 1_000_000, "num_tokens": 4096, "extra": 1}),
+        _dump(tmp_path, "unigram.json", {"run": "unigram", "algo": "unigram", "val_ppl": 1234.5,
+                                         "val_nll": 7.118}),
+        _dump(tmp_path, "ar.json", {"run": "ar_owt", "algo": "ar", "val_ppl": 22.83,
+                                    "val_nll": 3.128, "params": 169_600_000,
+                                    "train_steps": 1_000_000, "num_tokens": 4096}),
+    ]
+
+
+VAL_MD = """\
+| Run      | Algo    |   Params |     Steps |   Val. NLL ↓ |   Val. PPL ↓ |   Tokens |
+|:---------|:--------|---------:|----------:|-------------:|-------------:|---------:|
+| unigram  | unigram |        – |         – |       7.1180 |      1234.50 |        – |
+| ar_owt   | ar      |   169.6M | 1,000,000 |   **3.1280** |    **22.83** |    4,096 |
+| mdlm_owt | mdlm    |   169.6M | 1,000,000 |       3.1446 |        23.21 |    4,096 |
+"""
+
+VAL_TEX = r"""\begin{table}
+\centering
+\caption{Validation perplexity (diffusion models: upper bound).}
+\label{tab:val_ppl}
+\begin{tabular}{llrrrrr}
+\toprule
+Run & Algo & Params & Steps & Val. NLL $\downarrow$ & Val. PPL $\downarrow$ & Tokens \\
+\midrule
+unigram & unigram & -- & -- & 7.1180 & 1234.50 & -- \\
+ar\_owt & ar & 169.6M & 1,000,000 & \textbf{3.1280} & \textbf{22.83} & 4,096 \\
+mdlm\_owt & mdlm & 169.6M & 1,000,000 & 3.1446 & 23.21 & 4,096 \\
+\bottomrule
+\end{tabular}
+\end{table}
+"""
+
+
+def test_val_ppl_table_golden(tmp_path, val_jsons):
+    df = val_ppl_table(val_jsons, tmp_path / "tables" / "val_ppl")
+    assert list(df["run"]) == ["unigram", "ar_owt", "mdlm_owt"]
+    assert (tmp_path / "tables" / "val_ppl.md").read_text() == VAL_MD
+    tex = (tmp_path / "tables" / "val_ppl.tex").read_text()
+    assert tex == VAL_TEX
+    for rule in (r"\toprule", r"\midrule", r"\bottomrule"):
+        assert tex.count(rule) == 1
+    back = pd.read_csv(tmp_path / "tables" / "val_ppl.csv")
+    pd.testing.assert_frame_equal(back, df, check_dtype=False)
+    assert not list((tmp_path / "tables").glob("*.tmp"))
+    # deterministic: a rewrite gives the same bytes
+    before = {p.name: p.read_bytes() for p in (tmp_path / "tables").iterdir()}
+    val_ppl_table(val_jsons, tmp_path / "tables" / "val_ppl")
+    assert before == {p.name: p.read_bytes() for p in (tmp_path / "tables").iterdir()}
+
+
+def test_collect_missing_fields(tmp_path, val_jsons):
+    df = collect(val_jsons, {"run": True, "params": False, "nope": False})
+    assert list(df.columns) == ["run", "params", "nope"]
+    assert math.isnan(df.loc[1, "params"]) and df["nope"].isna().all()
+    bad = _dump(tmp_path, "bad.json", {"run": "x", "algo": "ar", "val_nll": 1.0})
+    with pytest.raises(ValueError, match=r"bad\.json.*'val_ppl'"):
+        val_ppl_table([*val_jsons, bad], tmp_path / "t")
+    nulled = _dump(tmp_path, "null.json", {"run": "x", "algo": "ar", "val_nll": 1.0, "val_ppl": None})
+    with pytest.raises(ValueError, match=r"null\.json.*'val_ppl'"):
+        collect([nulled], ["run", "val_ppl"])
+
+
+def _gen(tmp_path, run, algo, steps, seed, ppl, **kw):
+    d = {"run": run, "algo": algo, "sampler": "ancestral", "steps": steps, "seed": seed,
+         "gen_ppl": ppl, "entropy": 5.6, "nfe": steps, "seconds_per_sample": 0.5,
+         "num_tokens": 100, "num_samples": 4, **kw}
+    return _dump(tmp_path, f"gen_{run}_{steps}_{seed}.json", d)
+
+
+GEN_MD = """\
+| Run      | Algo   | Sampler   |   Steps |       Gen. PPL ↓ |   Seeds |   Entropy |   NFE |   s / sample |
+|:---------|:-------|:----------|--------:|-----------------:|--------:|----------:|------:|-------------:|
+| ar_owt   | ar     | ancestral |    1024 |        **35.00** |       1 |      5.60 |  1024 |        0.500 |
+| mdlm_owt | mdlm   | ancestral |      16 |    100.00 ± 2.83 |       2 |      5.60 |    16 |        0.500 |
+| mdlm_owt | mdlm   | ancestral |    1024 |     50.00 ± 1.41 |       2 |      5.60 |  1024 |        0.500 |
+| duo_owt  | duo    | ancestral |      16 | **80.00 ± 0.00** |       2 |      5.60 |    16 |        0.500 |
+"""
+
+
+def test_gen_ppl_table_golden(tmp_path):
+    paths = [_gen(tmp_path, "mdlm_owt", "mdlm", 16, 0, 98.0), _gen(tmp_path, "mdlm_owt", "mdlm", 16, 1, 102.0),
+             _gen(tmp_path, "mdlm_owt", "mdlm", 1024, 0, 49.0), _gen(tmp_path, "mdlm_owt", "mdlm", 1024, 1, 51.0),
+             _gen(tmp_path, "duo_owt", "duo", 16, 0, 80.0), _gen(tmp_path, "duo_owt", "duo", 16, 1, 80.0),
+             _gen(tmp_path, "ar_owt", "ar", 1024, 0, 35.0)]
+    df = gen_ppl_table(paths, tmp_path / "gen")
+    assert (tmp_path / "gen.md").read_text() == GEN_MD
+    tex = (tmp_path / "gen.tex").read_text()
+    assert r"\begin{tabular}{lllrrrrrr}" in tex
+    assert r"Gen. PPL $\downarrow$ & Seeds & Entropy & NFE & s / sample \\" in tex
+    assert r"mdlm\_owt & mdlm & ancestral & 16 & 100.00 $\pm$ 2.83 & 2 & 5.60 & 16 & 0.500 \\" in tex
+    assert r"duo\_owt & duo & ancestral & 16 & \textbf{80.00 $\pm$ 0.00} & 2" in tex
+    assert r"ar\_owt & ar & ancestral & 1024 & \textbf{35.00} & 1" in tex
+    assert "±" not in tex and "nan" not in tex.lower()
+    row = df[(df["run"] == "mdlm_owt") & (df["steps"] == 16)].iloc[0]
+    assert row["gen_ppl"] == 100.0 and row["gen_ppl_std"] == pytest.approx(np.std([98, 102], ddof=1))
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "gen.csv"), df, check_dtype=False)
+    seeds = pd.read_csv(tmp_path / "gen_seeds.csv")
+    assert len(seeds) == 7 and {"seed", "gen_ppl", "entropy"} <= set(seeds.columns)
+    # missing optional fields -> NaN, not a crash; duplicates are refused
+    lean = _dump(tmp_path, "lean.json", {"run": "x", "algo": "mdlm", "sampler": "s", "steps": 8,
+                                         "gen_ppl": 70.0})
+    lean_df = gen_ppl_table([lean], tmp_path / "lean")
+    assert lean_df[["entropy", "nfe", "gen_ppl_std"]].isna().all(axis=None)
+    with pytest.raises(ValueError, match="duplicate"):
+        gen_ppl_table([paths[0], paths[0]], tmp_path / "dup")
+
+
+def test_write_table_escaping_grouped_best(tmp_path):
+    df = pd.DataFrame({"model_name": ["a_1", "b&c", "d%"], "group": [1, 1, 2],
+                       "score_x": [0.5, 0.25, 0.75], "acc": [0.9, np.nan, 0.1]})
+    write_table(df, tmp_path / "t", caption="Cap.", label="tab:t",
+                formats={"score_x": ".3f", "acc": "{:.1%}"}, best={"score_x": "min", "acc": "max"},
+                group_by="group")
+    tex = (tmp_path / "t.tex").read_text()
+    assert r"model\_name & group & score\_x & acc \\" in tex
+    assert r"a\_1 & 1 & 0.500 & \textbf{90.0\%} \\" in tex
+    assert r"b\&c & 1 & \textbf{0.250} & -- \\" in tex
+    assert r"d\% & 2 & \textbf{0.750} & \textbf{10.0\%} \\" in tex
+    md = (tmp_path / "t.md").read_text()
+    assert "| a_1          |       1 |     0.500 | **90.0%** |" in md
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "t.csv"), df, check_dtype=False)
+
+
+def test_gen_ppl_figure_files_and_stable_pdf(tmp_path):
+    from dlm.report.figures import gen_ppl_figure
+
+    rows = [{"run": r, "sampler": "ancestral", "steps": s, "seed": seed,
+             "gen_ppl": 300.0 / s ** 0.3 + seed + (r == "duo"), "entropy": 5.5 + 0.01 * seed}
+            for r in ("mdlm", "duo") for s in (8, 32, 128, 1024) for seed in (0, 1)]
+    csv = tmp_path / "seeds.csv"
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    paths = gen_ppl_figure(csv, tmp_path / "fig" / "gen_ppl")
+    assert paths["pdf"].read_bytes()[:5] == b"%PDF-" and paths["png"].stat().st_size > 0
+    first = paths["pdf"].read_bytes()
+    gen_ppl_figure(pd.DataFrame(rows), tmp_path / "fig" / "gen_ppl")
+    assert paths["pdf"].read_bytes() == first
+    assert b"CreationDate" not in first
+    from PIL import Image
+
+    with Image.open(paths["png"]) as im:
+        w, h = im.size
+    assert w / h == pytest.approx(6.75 / 2.4, rel=0.01)
+    assert sorted(p.name for p in (tmp_path / "fig").iterdir()) == ["gen_ppl.pdf", "gen_ppl.png"]

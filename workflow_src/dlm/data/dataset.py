@@ -1,0 +1,100 @@
+"""Read the packed arrays written by `dlm.data.packing.pack` (memory-mapped, so cheap in every worker)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dlm.utils import read_json
+
+_ROWS_PER_CHUNK = 1 << 14  # rows per step when scanning a whole split
+
+
+def read_meta(data_dir: str | os.PathLike) -> dict:
+    """The meta.json of a packed data directory (FileNotFoundError if packing did not finish)."""
+    path = Path(data_dir) / "meta.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: {data_dir} is not a (completely) packed data directory")
+    return read_json(path)
+
+
+def _split_paths(data_dir: Path, meta: dict, split: str) -> tuple[Path, Path | None]:
+    if split not in meta["splits"]:
+        raise KeyError(f"split {split!r} not in {data_dir} (splits: {sorted(meta['splits'])})")
+    files = meta.get("files", {}).get(split) or {}
+    ids = data_dir / files.get("input_ids", f"{split}.npy")
+    if meta["mode"] == "pad":
+        return ids, data_dir / (files.get("attention_mask") or f"{split}_mask.npy")
+    return ids, None
+
+
+class PackedDataset(torch.utils.data.Dataset):
+    """Blocks of one split: item i = {"input_ids": LongTensor(L), "attention_mask": LongTensor(L)}.
+
+    The arrays are opened lazily with np.load(mmap_mode="r") and are not pickled, so the dataset is
+    cheap to send to DataLoader workers (fork or spawn). In wrap mode the mask is all ones.
+    """
+
+    def __init__(self, data_dir: str | os.PathLike, split: str):
+        self.data_dir = Path(data_dir)
+        self.split = split
+        self.meta = read_meta(self.data_dir)
+        self.block_length = int(self.meta["block_length"])
+        self.vocab_size = int(self.meta["vocab_size"])
+        self._ids_path, self._mask_path = _split_paths(self.data_dir, self.meta, split)
+        self._ids = self._mask = None
+        self._open()
+        if self._ids.ndim != 2 or self._ids.shape[1] != self.block_length:
+            raise ValueError(f"{self._ids_path}: shape {self._ids.shape} does not match block_length "
+                             f"{self.block_length}")
+        self._len = int(self._ids.shape[0])
+
+    def _open(self) -> None:
+        if self._ids is None:
+            self._ids = np.load(self._ids_path, mmap_mode="r")
+            if self._mask_path is not None:
+                self._mask = np.load(self._mask_path, mmap_mode="r")
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_ids"] = state["_mask"] = None
+        return state
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __getitem__(self, idx: int) -> dict[str, torch.Tensor]:
+        self._open()
+        if idx < 0:
+            idx += self._len
+        if not 0 <= idx < self._len:
+            raise IndexError(f"index {idx} out of range for {self._len} blocks")
+        ids = torch.from_numpy(np.asarray(self._ids[idx], dtype=np.int64))
+        if self._mask is None:
+            mask = torch.ones(self.block_length, dtype=torch.long)
+        else:
+            mask = torch.from_numpy(np.asarray(self._mask[idx], dtype=np.int64))
+        return {"input_ids": ids, "attention_mask": mask}
+
+
+def unigram_counts(data_dir: str | os.PathLike, split: str = "train") -> np.ndarray:
+    """float64 counts (length K = vocab_size) of the token ids under the attention mask of a split."""
+    data_dir = Path(data_dir)
+    meta = read_meta(data_dir)
+    K = int(meta["vocab_size"])
+    ids_path, mask_path = _split_paths(data_dir, meta, split)
+    ids = np.load(ids_path, mmap_mode="r")
+    mask = np.load(mask_path, mmap_mode="r") if mask_path is not None else None
+    counts = np.zeros(K, dtype=np.int64)
+    for start in range(0, ids.shape[0], _ROWS_PER_CHUNK):
+        block = np.asarray(ids[start:start + _ROWS_PER_CHUNK])
+        if mask is not None:
+            block = block[np.asarray(mask[start:start + _ROWS_PER_CHUNK]).astype(bool)]
+        c = np.bincount(block.ravel(), minlength=K)
+        if c.size > K:
+            raise ValueError(f"{ids_path} holds token id {c.size - 1} >= vocab_size {K}")
+        counts += c
+    return counts.astype(np.float64)

@@ -1,0 +1,176 @@
+"""Generative perplexity of model samples under a judge LM (MDLM / ReMDM / DUO conventions).
+
+The protocol, as in the reference implementations:
+
+1. Retokenize the decoded sample texts with the *judge's* tokenizer: no added special tokens,
+   right truncation at ``max_length`` (default: the judge's context size), right padding to the
+   longest sequence with pad = EOS, plus an attention mask.
+2. Score in batches with the judge (``torch.no_grad``, fp32).  If ``max_length`` exceeds the judge's
+   context, each row is cut into consecutive chunks of the judge's context size that are scored
+   independently (as the reference code does with ``torch.split(..., eval_context_size)``).
+3. Per chunk, ``nll_j = CE(logits[j-1], token_j)`` for ``j >= 1`` (the first token is context only).
+4. Counted targets: ``w_j = ((token_j != EOS) | (cumsum_{i<=j}[token_i == EOS] == 1)) & mask_j``
+   for ``j >= 1``, i.e. every non-EOS token plus the first EOS; repeated EOS and padding are not
+   counted.  EOS is the judge's EOS (the reference code uses the generating model's EOS id, which
+   is the same token, 50256, for the GPT-2 tokenizer used throughout).  (The reference code omits ``& mask_j``; the only difference is that it would also
+   count the first *padding* EOS of a shorter row that contains no EOS of its own -- rare, since
+   samples of a fixed generation length retokenize to almost the same length.)
+5. ``gen_ppl = exp(sum_j w_j nll_j / sum_j w_j)`` over all tokens of all samples (token-weighted,
+   not a mean of per-sample perplexities).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from dlm.evaluation.entropy import mean_entropy
+from dlm.utils import provenance, sha256_file, write_json
+
+
+def retokenize(texts: list[str], tokenizer, eos_id: int, max_length: int
+               ) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Judge-tokenize `texts` -> (input_ids (N, T), attention_mask (N, T), number truncated).
+
+    No special tokens are added; rows longer than `max_length` keep their first `max_length`
+    tokens; rows are right-padded with `eos_id` to the longest row.  Special-token strings that
+    occur in the text (e.g. ``<|endoftext|>``) map to their ids, as with a plain tokenizer call.
+    """
+    if max_length < 1:
+        raise ValueError(f"max_length must be >= 1, got {max_length}")
+    encoded = tokenizer(list(texts), add_special_tokens=False, return_attention_mask=False,
+                        return_token_type_ids=False)["input_ids"]
+    num_truncated = sum(len(ids) > max_length for ids in encoded)
+    rows = [list(ids[:max_length]) for ids in encoded]
+    width = max(1, max(len(r) for r in rows))
+    input_ids = torch.full((len(rows), width), int(eos_id), dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        if r:
+            input_ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
+            attention_mask[i, :len(r)] = 1
+    return input_ids, attention_mask, num_truncated
+
+
+def target_weights(input_ids: torch.Tensor, attention_mask: torch.Tensor, eos_id: int) -> torch.Tensor:
+    """Boolean (B, T-1) mask of counted targets ``token_j`` for ``j = 1..T-1`` (see module doc)."""
+    is_eos = input_ids == eos_id
+    first_eos = is_eos.long().cumsum(dim=-1) == 1
+    counted = (~is_eos | first_eos) & attention_mask.bool()
+    return counted[:, 1:]
+
+
+@torch.no_grad()
+def generative_perplexity(texts: list[str], judge, batch_size: int,
+                          max_length: int | None = None) -> dict[str, Any]:
+    """Token-weighted generative perplexity of `texts` under `judge` (see module docstring).
+
+    Returns ``{"gen_ppl", "nll" (mean nats per counted token), "num_tokens" (counted targets),
+    "num_samples", "num_truncated", "judge", "max_length", "batch_size"}``.
+    """
+    texts = list(texts)
+    if not texts:
+        raise ValueError("generative_perplexity: no texts to score")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    context = int(judge.max_length)
+    max_length = context if max_length is None else int(max_length)
+    eos_id = int(judge.eos_id)
+    input_ids, attention_mask, num_truncated = retokenize(texts, judge.tokenizer, eos_id, max_length)
+
+    total_nll = 0.0  # accumulated in float64 (Python floats); per-token losses are fp32
+    total_count = 0
+    # NOTE deviation: the reference code uses num_batches = N // batch_size and silently drops a
+    # partial last batch; here every sample is scored, so the result does not depend on batch_size.
+    for start in range(0, input_ids.shape[0], batch_size):
+        ids_b = input_ids[start:start + batch_size]
+        mask_b = attention_mask[start:start + batch_size]
+        for ids, mask in zip(torch.split(ids_b, context, dim=-1), torch.split(mask_b, context, dim=-1)):
+            if ids.shape[1] < 2 or not bool(mask[:, 1:].any()):
+                continue  # nothing to predict in this chunk
+            logits = judge.logits(ids, mask).float()
+            targets = ids[:, 1:].to(logits.device)
+            nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), targets, reduction="none")
+            weights = target_weights(ids, mask, eos_id).to(logits.device)
+            total_nll += float((nll.double() * weights.double()).sum())
+            total_count += int(weights.sum())
+    if total_count == 0:
+        raise ValueError("generative_perplexity: no counted target tokens (every text is empty, a "
+                         "single token, or only repeated EOS)")
+    mean_nll = total_nll / total_count
+    return {"gen_ppl": math.exp(mean_nll), "nll": mean_nll, "num_tokens": total_count,
+            "num_samples": len(texts), "num_truncated": int(num_truncated),
+            "judge": str(judge.name), "max_length": max_length, "batch_size": int(batch_size)}
+
+
+def read_texts(path: str | os.PathLike) -> tuple[list[str], list[list[int]] | None]:
+    """Read sample texts from `path`.
+
+    Each non-blank line is either a JSON object with at least ``"text"`` (and optionally
+    ``"tokens"``: the generating model's token ids), or a JSON string.  Returns ``(texts, tokens)``
+    where ``tokens`` is a list of id lists when every line has ``"tokens"``, else ``None``.
+    """
+    path = Path(path)
+    texts: list[str] = []
+    tokens: list[list[int]] = []
+    n_with_tokens = 0
+    with open(path) as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not valid JSON ({e})") from None
+            if isinstance(obj, str):
+                texts.append(obj)
+            elif isinstance(obj, dict):
+                if not isinstance(obj.get("text"), str):
+                    raise ValueError(f"{path}:{lineno}: sample object without a string 'text' field")
+                texts.append(obj["text"])
+                if obj.get("tokens") is not None:
+                    tokens.append([int(t) for t in obj["tokens"]])
+                    n_with_tokens += 1
+            else:
+                raise ValueError(f"{path}:{lineno}: expected a JSON object or string, "
+                                 f"got {type(obj).__name__}")
+    if not texts:
+        raise ValueError(f"{path}: no samples")
+    if n_with_tokens and n_with_tokens != len(texts):
+        raise ValueError(f"{path}: only {n_with_tokens} of {len(texts)} samples have 'tokens'")
+    return texts, (tokens if n_with_tokens else None)
+
+
+def run_gen_ppl(texts_path: str | os.PathLike, judge, max_length: int | None, batch_size: int,
+                out_path: str | os.PathLike, device: str = "cpu",
+                extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Score the samples in `texts_path` and write the metric JSON to `out_path` (atomically).
+
+    `judge` is a name or path for `load_judge` (or an already-loaded judge object).  The output
+    holds the `generative_perplexity` fields, ``"entropy"`` (mean unigram entropy in nats of the
+    generating model's own token ids; ``null`` when the file has no ``"tokens"``), ``"texts"``,
+    ``"device"``, ``"settings"`` and ``"provenance"``.  `extra` (e.g. run / sampler metadata such
+    as ``run``, ``algo``, ``sampler``, ``steps``, ``seed``) is copied in first, so keys computed
+    here take precedence.  Returns the written dict.
+    """
+    from dlm.evaluation.judge import load_judge
+
+    texts, token_lists = read_texts(texts_path)
+    judge_obj = judge if hasattr(judge, "logits") else load_judge(judge, device=device)
+    result = generative_perplexity(texts, judge_obj, batch_size=batch_size, max_length=max_length)
+    entropy = mean_entropy(token_lists) if token_lists is not None else None
+    settings = {"texts": str(texts_path), "texts_sha256": sha256_file(texts_path),
+                "judge": str(judge_obj.name), "max_length": result["max_length"],
+                "batch_size": int(batch_size)}
+    out: dict[str, Any] = dict(extra or {})
+    out.update(result)
+    out.update({"entropy": entropy, "texts": str(texts_path), "device": str(device),
+                "settings": settings, "provenance": provenance(settings)})
+    write_json(out_path, out)
+    return out

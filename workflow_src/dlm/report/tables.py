@@ -1,0 +1,299 @@
+"""Result tables: collect metric JSONs into a DataFrame and write CSV / Markdown / LaTeX.
+
+`write_table` is the generic writer; `val_ppl_table` and `gen_ppl_table` are the two concrete
+tables of the workflow.  Outputs are deterministic text and every file is written atomically.
+
+* ``{stem}.csv`` -- the numeric DataFrame as given, machine-readable column names, full float
+  precision (``pd.read_csv`` gives the same frame back).
+* ``{stem}.md``  -- ``to_markdown(index=False)`` of the formatted cells (bold best as ``**x**``).
+* ``{stem}.tex`` -- a booktabs table from ``DataFrame.style ... .to_latex(hrules=True)``: column
+  labels and text cells are LaTeX-escaped, best values are ``\\textbf{...}``, and the few unicode
+  symbols used in labels/cells (``±``, ``↓``, ``↑``) become math-mode LaTeX.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from dlm.utils import read_json, write_text
+
+Format = str | Callable[[Any], str]
+
+NA_MD = "–"
+NA_TEX = "--"
+_TEX_UNICODE = {"±": r"$\pm$", "↓": r"$\downarrow$", "↑": r"$\uparrow$", "×": r"$\times$"}
+# Row order of algorithms in the tables (others follow alphabetically).
+ALGO_ORDER = ("unigram", "ar", "sedd", "mdlm", "udlm", "duo")
+
+
+# --------------------------------------------------------------------------------------------
+# collecting
+# --------------------------------------------------------------------------------------------
+
+def collect(json_paths: Sequence[str | os.PathLike], fields: Mapping[str, bool] | Sequence[str],
+            source_column: str | None = None) -> pd.DataFrame:
+    """One row per metric JSON, one column per field (in the order of `fields`).
+
+    `fields` maps each key to whether it is *required*; a plain sequence of keys means all are
+    required.  A missing required key raises ``ValueError`` naming the file and the key; a missing
+    (or ``null``) optional key becomes NaN.  With `source_column`, the JSON path is added as a
+    column of that name.
+    """
+    if not isinstance(fields, Mapping):
+        fields = {k: True for k in fields}
+    rows = []
+    for p in json_paths:
+        obj = read_json(p)
+        if not isinstance(obj, dict):
+            raise ValueError(f"{p}: expected a JSON object, got {type(obj).__name__}")
+        row: dict[str, Any] = {}
+        for key, required in fields.items():
+            if key not in obj or obj[key] is None:
+                if required:
+                    raise ValueError(f"{p}: required key {key!r} is missing or null")
+                row[key] = np.nan
+            else:
+                row[key] = obj[key]
+        if source_column:
+            row[source_column] = str(p)
+        rows.append(row)
+    columns = list(fields) + ([source_column] if source_column else [])
+    return pd.DataFrame(rows, columns=columns)
+
+
+# --------------------------------------------------------------------------------------------
+# formatting
+# --------------------------------------------------------------------------------------------
+
+def _is_missing(v: Any) -> bool:
+    if v is None or v is pd.NA:
+        return True
+    try:
+        return bool(isinstance(v, float | np.floating) and math.isnan(v))
+    except TypeError:
+        return False
+
+
+def format_value(v: Any, fmt: Format | None, na_rep: str = NA_MD) -> str:
+    """Format one cell: a callable, a ``str.format`` template (``"{:.2f}"``) or a format spec
+    (``".2f"``, ``"d"``, ``","``); integral floats accept integer specs like ``"d"``."""
+    if _is_missing(v):
+        return na_rep
+    if fmt is None:
+        if isinstance(v, float | np.floating):
+            return f"{float(v):g}"
+        return str(v)
+    if callable(fmt):
+        return fmt(v)
+    if isinstance(v, np.generic):
+        v = v.item()
+    if fmt.rstrip().endswith(("d", "n")) and isinstance(v, float) and v.is_integer():
+        v = int(v)
+    return fmt.format(v) if "{" in fmt else format(v, fmt)
+
+
+def best_mask(df: pd.DataFrame, best: Mapping[str, str] | None,
+              group_by: str | Sequence[str] | None = None) -> pd.DataFrame:
+    """Boolean frame: True where a cell holds the min/max of its `best` column (per group)."""
+    mask = pd.DataFrame(False, index=df.index, columns=df.columns)
+    for col, how in (best or {}).items():
+        if col not in df.columns:
+            raise KeyError(f"best: unknown column {col!r}")
+        if how not in ("min", "max"):
+            raise ValueError(f"best[{col!r}] must be 'min' or 'max', got {how!r}")
+        values = pd.to_numeric(df[col], errors="coerce")
+        if group_by is None:
+            target = pd.Series(getattr(values, how)(), index=df.index)
+        else:
+            keys = [group_by] if isinstance(group_by, str) else list(group_by)
+            target = values.groupby([df[k] for k in keys], dropna=False).transform(how)
+        mask[col] = values.notna() & (values == target)
+    return mask
+
+
+def _display_frames(df: pd.DataFrame, formats: Mapping[str, Format], best_cells: pd.DataFrame,
+                    pm: Mapping[str, str], na_rep: str, bold: Callable[[str], str] | None):
+    shown = [c for c in df.columns if c not in set(pm.values())]
+    out = pd.DataFrame(index=df.index, columns=shown, dtype=object)
+    for c in shown:
+        fmt = formats.get(c)
+        cells = []
+        for i in df.index:
+            s = format_value(df.at[i, c], fmt, na_rep)
+            if c in pm and not _is_missing(df.at[i, c]) and not _is_missing(df.at[i, pm[c]]):
+                s = f"{s} ± {format_value(df.at[i, pm[c]], fmt, na_rep)}"
+            if bold is not None and bool(best_cells.at[i, c]):
+                s = bold(s)
+            cells.append(s)
+        out[c] = cells
+    return out
+
+
+def _numeric(series: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
+
+
+def _tex_unicode(text: str) -> str:
+    for k, v in _TEX_UNICODE.items():
+        text = text.replace(k, v)
+    return text
+
+
+def write_table(df: pd.DataFrame, stem: str | os.PathLike, caption: str, label: str,
+                formats: Mapping[str, Format], best: Mapping[str, str] | None = None,
+                group_by: str | Sequence[str] | None = None, pm: Mapping[str, str] | None = None,
+                labels: Mapping[str, str] | None = None) -> dict[str, Path]:
+    """Write ``{stem}.csv``, ``{stem}.md`` and ``{stem}.tex`` atomically; return their paths.
+
+    * `formats`: column -> format (spec like ``".2f"``, template ``"{:.2f}"`` or callable);
+      unformatted numbers use ``"g"``; missing values are ``–`` (md) / ``--`` (tex).
+    * `best`: column -> ``"min"`` | ``"max"``; that value is bold (per `group_by` group if given).
+    * `pm`: mean column -> std column; displayed as ``mean ± std`` (std only if present), and the
+      std column is not shown separately (it stays in the CSV).
+    * `labels`: column -> header shown in md/tex (the CSV keeps the DataFrame's column names).
+    * `caption` is raw LaTeX (not escaped) in the .tex and omitted from the .md.
+    """
+    stem = Path(stem)
+    pm = dict(pm or {})
+    labels = dict(labels or {})
+    for mean_col, std_col in pm.items():
+        for c in (mean_col, std_col):
+            if c not in df.columns:
+                raise KeyError(f"pm: unknown column {c!r}")
+    df = df.reset_index(drop=True)
+    mask = best_mask(df, best, group_by)
+
+    # CSV: the data itself.
+    write_text(stem.with_name(stem.name + ".csv"), df.to_csv(index=False, lineterminator="\n"))
+
+    # Markdown.
+    md = _display_frames(df, formats, mask, pm, NA_MD, bold=lambda s: f"**{s}**")
+    md = md.apply(lambda col: col.str.replace("|", r"\|", regex=False))
+    align = ["right" if _numeric(df[c]) else "left" for c in md.columns]
+    md.columns = [labels.get(c, c) for c in md.columns]
+    md_text = md.to_markdown(index=False, disable_numparse=True, colalign=align) if len(md) else \
+        "| " + " | ".join(md.columns) + " |\n"
+    write_text(stem.with_name(stem.name + ".md"), md_text.rstrip("\n") + "\n")
+
+    # LaTeX (booktabs).
+    tex_cells = _display_frames(df, formats, mask, pm, NA_TEX, bold=None)
+    col_format = "".join("r" if _numeric(df[c]) else "l" for c in tex_cells.columns)
+    tex_cells.columns = [labels.get(c, c) for c in tex_cells.columns]
+    bold_css = pd.DataFrame(np.where(mask[[c for c in df.columns if c not in set(pm.values())]]
+                                     .to_numpy(), "textbf:--rwrap;", ""),
+                            index=tex_cells.index, columns=tex_cells.columns)
+    styler = (tex_cells.style
+              .format(escape="latex")  # one .format call: a second one would reset this
+              .format_index(escape="latex", axis=1)
+              .hide(axis="index")
+              .apply(lambda _: bold_css, axis=None))
+    tex = styler.to_latex(hrules=True, caption=caption, label=label, column_format=col_format,
+                          position_float="centering")
+    write_text(stem.with_name(stem.name + ".tex"), _tex_unicode(tex).rstrip("\n") + "\n")
+    return {ext: stem.with_name(f"{stem.name}.{ext}") for ext in ("csv", "md", "tex")}
+
+
+# --------------------------------------------------------------------------------------------
+# the workflow's tables
+# --------------------------------------------------------------------------------------------
+
+def _algo_rank(algo: pd.Series) -> pd.Series:
+    order = {a: i for i, a in enumerate(ALGO_ORDER)}
+    return algo.map(lambda a: order.get(str(a).lower(), len(order)))
+
+
+def _sort(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    df = df.assign(_rank=_algo_rank(df["algo"]))
+    return df.sort_values(["_rank", *keys], kind="mergesort").drop(columns="_rank").reset_index(drop=True)
+
+
+def _params(v: Any) -> str:
+    v = float(v)
+    for div, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if abs(v) >= div:
+            return f"{v / div:.1f}{suffix}"
+    return f"{v:.0f}"
+
+
+VAL_PPL_FIELDS = {"run": True, "algo": True, "params": False, "train_steps": False,
+                  "val_nll": True, "val_ppl": True, "num_tokens": False}
+
+
+def val_ppl_table(json_paths: Sequence[str | os.PathLike], out_stem: str | os.PathLike) -> pd.DataFrame:
+    """Validation perplexity table, one row per val-PPL JSON.
+
+    Reads from each JSON: required ``run`` (str), ``algo`` (str; ``"unigram"`` for the unigram
+    baseline), ``val_nll`` (nats/token), ``val_ppl``; optional ``params`` (parameter count),
+    ``train_steps`` (optimizer steps trained), ``num_tokens`` (evaluated tokens) -- NaN when absent.
+    Rows are sorted by algorithm (unigram, ar, sedd, mdlm, udlm, duo, then others) and run; the
+    lowest NLL / PPL is bold.  Diffusion rows are upper bounds (from the ELBO), as in the papers.
+    Writes ``{out_stem}.csv/.md/.tex`` and returns the DataFrame.
+    """
+    if not json_paths:
+        raise ValueError("val_ppl_table: no metric JSONs given")
+    df = _sort(collect(json_paths, VAL_PPL_FIELDS), ["run"])
+    write_table(df, out_stem, caption="Validation perplexity (diffusion models: upper bound).",
+                label="tab:val_ppl",
+                formats={"params": _params, "train_steps": ",d", "val_nll": ".4f", "val_ppl": ".2f",
+                         "num_tokens": ",d"},
+                best={"val_nll": "min", "val_ppl": "min"},
+                labels={"run": "Run", "algo": "Algo", "params": "Params", "train_steps": "Steps",
+                        "val_nll": "Val. NLL ↓", "val_ppl": "Val. PPL ↓", "num_tokens": "Tokens"})
+    return df
+
+
+GEN_PPL_FIELDS = {"run": True, "algo": True, "sampler": True, "steps": True, "seed": False,
+                  "gen_ppl": True, "entropy": False, "nfe": False, "seconds_per_sample": False,
+                  "num_tokens": False, "num_samples": False}
+
+
+def gen_ppl_seeds(json_paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
+    """Per-seed tidy frame of gen-PPL JSONs (the fields of `gen_ppl_table`), sorted."""
+    df = collect(json_paths, GEN_PPL_FIELDS, source_column="file")
+    seeded = df[df["seed"].notna()]
+    dup = seeded.duplicated(["run", "sampler", "steps", "seed"], keep=False)
+    if dup.any():
+        files = ", ".join(seeded.loc[dup, "file"])
+        raise ValueError(f"duplicate (run, sampler, steps, seed) among gen-PPL JSONs: {files}")
+    return _sort(df, ["run", "sampler", "steps", "seed"])
+
+
+def gen_ppl_table(json_paths: Sequence[str | os.PathLike], out_stem: str | os.PathLike) -> pd.DataFrame:
+    """Generative perplexity table: one row per (run, sampler, steps), aggregated over seeds.
+
+    Reads from each JSON: required ``run``, ``algo``, ``sampler`` (str), ``steps`` (sampling steps;
+    for AR the sequence length), ``gen_ppl``; optional ``seed``, ``entropy`` (mean unigram entropy,
+    nats), ``nfe`` (network evaluations per sample), ``seconds_per_sample``, ``num_tokens``,
+    ``num_samples`` -- NaN when absent.  Columns: ``gen_ppl`` (mean over seeds), ``gen_ppl_std``
+    (sample std, ddof=1, NaN for a single seed; shown as ``mean ± std``), ``n_seeds``, and the
+    means of ``entropy``, ``nfe``, ``seconds_per_sample``.  The lowest Gen. PPL per number of
+    steps is bold.  Writes ``{out_stem}.csv/.md/.tex`` plus the per-seed rows to
+    ``{out_stem}_seeds.csv`` (input for `dlm.report.figures.gen_ppl_figure`); returns the table.
+    """
+    if not json_paths:
+        raise ValueError("gen_ppl_table: no metric JSONs given")
+    seeds = gen_ppl_seeds(json_paths)
+    write_text(Path(f"{out_stem}_seeds.csv"),
+               seeds.drop(columns="file").to_csv(index=False, lineterminator="\n"))
+    keys = ["run", "algo", "sampler", "steps"]
+    g = seeds.groupby(keys, sort=False, dropna=False)
+    df = g.agg(gen_ppl=("gen_ppl", "mean"), gen_ppl_std=("gen_ppl", "std"),
+               n_seeds=("gen_ppl", "size"), entropy=("entropy", "mean"), nfe=("nfe", "mean"),
+               seconds_per_sample=("seconds_per_sample", "mean")).reset_index()
+    df = _sort(df, ["run", "sampler", "steps"])
+    write_table(df, out_stem, caption="Generative perplexity (mean $\\pm$ std over seeds) and "
+                "unigram entropy of samples.", label="tab:gen_ppl",
+                formats={"steps": "d", "gen_ppl": ".2f", "gen_ppl_std": ".2f", "n_seeds": "d",
+                         "entropy": ".2f", "nfe": ".0f", "seconds_per_sample": ".3f"},
+                best={"gen_ppl": "min"}, group_by="steps", pm={"gen_ppl": "gen_ppl_std"},
+                labels={"run": "Run", "algo": "Algo", "sampler": "Sampler", "steps": "Steps",
+                        "gen_ppl": "Gen. PPL ↓", "n_seeds": "Seeds", "entropy": "Entropy",
+                        "nfe": "NFE", "seconds_per_sample": "s / sample"})
+    return df

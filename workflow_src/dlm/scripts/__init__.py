@@ -1,0 +1,1 @@
+"""Thin Snakemake adapters: read `snakemake.input/output/params`, call the library, log to `log:`."""

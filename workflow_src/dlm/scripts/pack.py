@@ -1,0 +1,6 @@
+from dlm.data.packing import pack
+from dlm.utils import setup_logging
+
+setup_logging(snakemake.log[0])
+pack(snakemake.input.train, snakemake.input.valid, snakemake.input.tokenizer, snakemake.params.packing,
+     snakemake.params.block_length, snakemake.output[0])
