@@ -2,15 +2,13 @@
 import os
 import re
 
-from snakemake.utils import validate
+from dlm.config import apply_defaults, check_config, resolve_run
 
-from dlm.config import check_config, resolve_run
-
-# 1) readable errors naming key, value and expectation; 2) snakemake's validate fills the defaults
-check_config(config, os.path.join(workflow.basedir, "config", "schema.yaml"))
-
-
-validate(config, "../config/schema.yaml")
+# validate against config/schema.yaml before anything runs (errors name key, value and expectation),
+# then fill the schema defaults (run entries inherit train_defaults instead; see dlm.config)
+SCHEMA = os.path.join(workflow.basedir, "config", "schema.yaml")
+check_config(config, SCHEMA)
+apply_defaults(config, SCHEMA)
 
 
 CORPUS = config["corpus"]["name"]

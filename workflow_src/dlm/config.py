@@ -77,3 +77,29 @@ def resolve_run(config: dict, name: str) -> dict[str, Any]:
         else:
             merged[key] = copy.deepcopy(value)
     return merged
+
+
+def apply_defaults(config: dict, schema_path: str) -> dict:
+    """Fill the schema's defaults into `config` (in place) -- except inside `runs`, whose entries
+    inherit from `train_defaults` (which does get the schema defaults) through `resolve_run`."""
+    with open(schema_path) as f:
+        schema = yaml.safe_load(f)
+    definitions = schema.get("definitions", {})
+
+    def deref(node: dict) -> dict:
+        while "$ref" in node:
+            node = {**definitions[node["$ref"].split("/")[-1]], **{k: v for k, v in node.items() if k != "$ref"}}
+        return node
+
+    def fill(node: dict, value: dict) -> None:
+        for key, sub in deref(node).get("properties", {}).items():
+            sub = deref(sub)
+            if key not in value and "default" in sub:
+                value[key] = copy.deepcopy(sub["default"])
+            elif key not in value and key != "runs" and sub.get("type") == "object" and "properties" in sub:
+                value[key] = {}
+            if isinstance(value.get(key), dict) and key != "runs":
+                fill(sub, value[key])
+
+    fill(schema, config)
+    return config

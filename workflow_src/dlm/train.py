@@ -4,7 +4,8 @@
 
 `hp` is the run's resolved config entry (see config/schema.yaml, `runs.*`): algo, model, noise,
 optim, time_conditioning and trainer settings. The final checkpoint (with EMA) is written atomically
-to `out_ckpt`; intermediate ones live in `run_dir/checkpoints/` (last.ckpt every `ckpt_every` steps).
+to `out_ckpt`; intermediate ones live in `run_dir/checkpoints/<settings hash>/` (last.ckpt every `ckpt_every`
+steps), so that a rerun with changed settings does not resume a stale run.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from torch.utils.data import DataLoader
 
 from dlm.algos import get_method
 from dlm.data.dataset import PackedDataset, read_meta
-from dlm.utils import atomic_path
+from dlm.utils import atomic_path, config_hash
 
 log = logging.getLogger("dlm.train")
 
@@ -87,7 +88,8 @@ def train(data_dir: str, out_ckpt: str, run_dir: str, hp: dict, threads: int | N
     train_dl, valid_dl = loaders(data_dir, tr["batch_size"], tr["seed"])
     gpu = torch.cuda.is_available()
     precision = tr["precision"] if tr["precision"] != "auto" else ("bf16-mixed" if gpu else "32-true")
-    ckpt_dir = Path(run_dir) / "checkpoints"
+    # resume only a run with the same settings and data: a changed config starts afresh
+    ckpt_dir = Path(run_dir) / "checkpoints" / config_hash({"hp": hp, "data": read_meta(data_dir)})
     checkpointing = L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0,
                                                         every_n_train_steps=tr["ckpt_every"])
     tokens_per_step = tr["batch_size"] * tr["accumulate"] * module.hparams.block_length * int(tr["devices"])

@@ -113,5 +113,6 @@ def setup_logging(log_path: str | os.PathLike | None = None) -> None:
     if log_path is not None:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         sys.stderr = open(log_path, "w", buffering=1)
+        sys.stdout = sys.stderr  # library chatter (Lightning, tqdm) belongs in the job's log too
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, force=True,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s", datefmt="%H:%M:%S")

@@ -49,7 +49,11 @@ class MDLM(LMModule):
         x = batch["input_ids"]  # (B, L)
         alpha, dalpha = self.schedule.alpha(t), self.schedule.dalpha(t)  # (B,)
         z = forward_mask(x, alpha, self.mask_id)
-        log_x = self.denoise(z, t)  # (B, L, K)
-        log_p_true = log_x.gather(-1, x[..., None]).squeeze(-1)  # (B, L); 0 where z = x (carry-over)
+        logits = self.backbone(z, self.sigma_input(t)).float()  # (B, L, K)
+        # SUBS without materialising the carry-over tensor: log x_theta[x] is the masked-out softmax at
+        # masked positions and exactly 0 (carry-over) elsewhere -- identical to subs_log_probs(...)[x]
+        logits[..., self.mask_id] = float("-inf")
+        log_p_true = torch.log_softmax(logits, dim=-1).gather(-1, x[..., None]).squeeze(-1)  # (B, L)
+        log_p_true = torch.where(z == self.mask_id, log_p_true, torch.zeros_like(log_p_true))
         weight = (dalpha / (1.0 - alpha))[:, None]  # (B, 1); equals -1/t for log-linear
         return weight * log_p_true

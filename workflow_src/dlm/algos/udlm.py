@@ -40,13 +40,13 @@ def udlm_nelbo(log_x_theta: torch.Tensor, x: torch.Tensor, z: torch.Tensor, alph
     K = log_x_theta.shape[-1]
     a = alpha.double()[:, None]  # (B, 1)
     da = dalpha.double()[:, None]
-    log_x_theta = log_x_theta.double()
-    # log xbar_theta = log(K a x_theta + (1 - a)), computed stably
-    log_xbar_theta = torch.logaddexp(torch.log(K * a)[..., None] + log_x_theta,
-                                     torch.log1p(-a)[..., None])  # (B, L, K)
-    lxt_z = log_xbar_theta.gather(-1, z[..., None]).squeeze(-1)  # (B, L) log xbar_theta_i
-    lxt_x = log_xbar_theta.gather(-1, x[..., None]).squeeze(-1)  # (B, L) log xbar_theta at the clean id
-    sum_lxt = log_xbar_theta.sum(-1)  # (B, L)
+    # log xbar_theta = log(K a x_theta + (1 - a)), computed stably over the vocabulary in the input
+    # precision; only the (B, L) reductions below are carried out in float64
+    a_in = alpha.to(log_x_theta.dtype)[:, None, None]  # (B, 1, 1)
+    log_xbar_theta = torch.logaddexp(torch.log(K * a_in) + log_x_theta, torch.log1p(-a_in))  # (B, L, K)
+    lxt_z = log_xbar_theta.gather(-1, z[..., None]).squeeze(-1).double()  # (B, L) log xbar_theta_i
+    lxt_x = log_xbar_theta.gather(-1, x[..., None]).squeeze(-1).double()  # (B, L) at the clean id
+    sum_lxt = log_xbar_theta.sum(-1, dtype=torch.float64)  # (B, L)
     is_x = (z == x).double()
     xbar_i = (1 - a) + K * a * is_x  # (B, L) true xbar at the observed token
     sum_xbar_log_xbar = (K - 1) * (1 - a) * torch.log1p(-a) + (K * a + 1 - a) * torch.log(K * a + 1 - a)

@@ -7,7 +7,8 @@ adaLN shift/scale -> untied linear head (zero-initialised, so the initial output
 The causal variant (AR) drops the time conditioning: modulations are the identity, attention is
 causal, and sampling can use a KV cache.
 
-Attention is torch's scaled_dot_product_attention (flash kernels on GPU, plain math on CPU).
+Attention is torch's scaled_dot_product_attention (flash kernels on GPU, plain math on CPU), or the
+`flash-attn` package's kernel where it is installed and the inputs are half precision on CUDA.
 """
 
 from __future__ import annotations
@@ -18,6 +19,11 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+try:  # optional GPU extra (`pip install -e .[gpu]`); SDPA's own flash kernels are used otherwise
+    from flash_attn import flash_attn_func
+except ImportError:  # pragma: no cover - not installable on CPU machines
+    flash_attn_func = None
 
 
 @dataclass
@@ -146,7 +152,11 @@ class Block(nn.Module):
         is_causal = self.cfg.causal and T > 1
         if is_causal and start > 0:
             raise ValueError("a multi-token chunk after a non-empty KV cache is not supported")
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=is_causal)  # (B, H, T, hd)
+        if flash_attn_func is not None and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and cache is None:
+            y = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                causal=is_causal).transpose(1, 2)  # (B, H, T, hd)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=is_causal)  # (B, H, T, hd)
         return self.attn_out(y.transpose(1, 2).reshape(B, T, d))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor | None, cache: dict | None = None,

@@ -36,3 +36,16 @@ def time_grid(steps: int, t_min: float = 1e-5, device: torch.device | str = "cpu
     if steps < 1:
         raise ValueError(f"sampling steps must be >= 1, got {steps}")
     return torch.linspace(1.0, t_min, steps + 1, dtype=torch.float64, device=device)
+
+
+class Denoiser:
+    """x_theta(z_t, t) of a diffusion module as float64 probabilities (nucleus-filtered), counting
+    network calls (NFE). t is a scalar shared by the batch."""
+
+    def __init__(self, module, nucleus_p: float = 1.0):
+        self.module, self.nucleus_p, self.nfe = module, nucleus_p, 0
+
+    def __call__(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        self.nfe += 1
+        log_x = self.module.denoise(z, torch.full((z.shape[0],), float(t), device=z.device))  # (n, L, K)
+        return top_p_filter(log_x.double().exp(), self.nucleus_p)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from dlm.sampling.common import sample_categorical, time_grid, top_p_filter
+from dlm.sampling.common import Denoiser, sample_categorical, time_grid
 
 
 def uniform_posterior(probs: torch.Tensor, z: torch.Tensor, a_t: torch.Tensor, a_s: torch.Tensor) -> torch.Tensor:
@@ -36,13 +36,7 @@ def sample_duo(module, n: int, steps: int, generator: torch.Generator, nucleus_p
     device = module.device
     z = torch.randint(0, K, (n, L), generator=generator, device=device)  # (n, L) uniform prior
     ts = time_grid(steps, device=device)
-    nfe = 0
-
-    def x_theta(z, t):
-        nonlocal nfe
-        nfe += 1
-        log_x = module.denoise(z, torch.full((n,), float(t), device=device))  # (n, L, K)
-        return top_p_filter(log_x.double().exp(), nucleus_p)
+    x_theta = Denoiser(module, nucleus_p)
 
     for i in range(steps):
         t, s = ts[i], ts[i + 1]
@@ -54,4 +48,4 @@ def sample_duo(module, n: int, steps: int, generator: torch.Generator, nucleus_p
     else:
         a_t = module.schedule.alpha(ts[-1])
         z = sample_categorical(probs * (K * a_t * F.one_hot(z, K).double() + 1 - a_t), generator)
-    return {"tokens": z, "nfe": nfe}
+    return {"tokens": z, "nfe": x_theta.nfe}

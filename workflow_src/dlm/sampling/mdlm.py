@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from dlm.sampling.common import sample_categorical, time_grid, top_p_filter
+from dlm.sampling.common import Denoiser, sample_categorical, time_grid
 
 
 @torch.no_grad()
@@ -20,14 +20,9 @@ def sample_mdlm(module, n: int, steps: int, generator: torch.Generator, nucleus_
     device = module.device
     z = torch.full((n, L), mask_id, dtype=torch.long, device=device)  # (n, L) all masked
     ts = time_grid(steps, device=device)
-    cached, nfe = None, 0
+    cached = None
     cacheable = not module.hparams.time_conditioning
-
-    def x_theta(z, t):
-        nonlocal nfe
-        nfe += 1
-        log_x = module.denoise(z, torch.full((n,), float(t), device=device))  # (n, L, K)
-        return top_p_filter(log_x.double().exp(), nucleus_p)
+    x_theta = Denoiser(module, nucleus_p)
 
     for i in range(steps):
         t, s = ts[i], ts[i + 1]
@@ -42,4 +37,4 @@ def sample_mdlm(module, n: int, steps: int, generator: torch.Generator, nucleus_
     if (z == mask_id).any():
         probs = cached if cached is not None else x_theta(z, ts[-1])
         z = torch.where(z == mask_id, probs.argmax(-1), z)
-    return {"tokens": z, "nfe": nfe}
+    return {"tokens": z, "nfe": x_theta.nfe}

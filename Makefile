@@ -1,0 +1,34 @@
+# Two entry points, each of which sets itself up (a pinned venv in .venv) first:
+#   make run    - the embedded default end to end (Snakemake, 2 cores, offline, ~15-20 min)
+#   make test   - the test suite (unit tests + a smoke run of the whole DAG)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CORES ?= 2
+
+.PHONY: setup run smoke test lint bench clean
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0   # first and pinned: any other spec pulls a CUDA build
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+run: setup
+	$(VENV)/bin/snakemake --profile profiles/local --cores $(CORES)
+
+smoke: setup
+	$(VENV)/bin/snakemake --profile profiles/local --cores $(CORES) --configfile config/smoke.yaml
+
+test: setup
+	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/snakemake --lint
+
+bench: setup
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf results resources logs benchmarks .snakemake

@@ -1,0 +1,93 @@
+"""Config validation: every shipped config is valid; bad values are reported by key, value and expectation."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dlm.config import SAMPLER_ALGOS, ConfigError, check_config, resolve_run
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = str(ROOT / "config" / "schema.yaml")
+CONFIGS = ["config/config.yaml", "config/smoke.yaml", "config/paper/owt.yaml", "config/paper/lm1b.yaml"]
+
+
+def load(rel):
+    return yaml.safe_load((ROOT / rel).read_text())
+
+
+@pytest.mark.parametrize("rel", CONFIGS)
+def test_shipped_configs_are_valid(rel):
+    check_config(load(rel), SCHEMA, rel)
+
+
+def test_every_schema_property_has_description_and_default():
+    schema = yaml.safe_load(Path(SCHEMA).read_text())
+    for key, prop in schema["properties"].items():
+        assert "description" in prop, key
+        assert "default" in prop, key
+
+
+@pytest.mark.parametrize("path,value,fragment", [
+    (["data", "packing"], "wrapp", "key 'data.packing': value 'wrapp' is invalid"),
+    (["data", "block_length"], 2, "key 'data.block_length': value 2"),
+    (["runs", "ar", "algo"], "gpt", "key 'runs.ar.algo': value 'gpt'"),
+    (["train_defaults", "trainer", "max_steps"], 0, "train_defaults.trainer.max_steps"),
+    (["tokenizer", "kind"], "wordpiece", "tokenizer.kind"),
+    (["evaluation", "bogus"], 1, "Additional properties"),
+])
+def test_bad_values_name_key_value_and_expectation(path, value, fragment):
+    cfg = load("config/smoke.yaml")
+    node = cfg
+    for k in path[:-1]:
+        node = node.setdefault(k, {})
+    node[path[-1]] = value
+    with pytest.raises(ConfigError) as e:
+        check_config(cfg, SCHEMA, "smoke.yaml")
+    assert fragment in str(e.value)
+    assert "smoke.yaml" in str(e.value)
+
+
+def test_cross_checks():
+    cfg = load("config/smoke.yaml")
+    bad = copy.deepcopy(cfg)
+    bad["sampling"]["plan"].append({"run": "ar", "sampler": "duo_ancestral", "steps": [4]})
+    with pytest.raises(ConfigError, match="does not apply to run 'ar'"):
+        check_config(bad, SCHEMA)
+    bad = copy.deepcopy(cfg)
+    bad["sampling"]["plan"].append({"run": "nope", "sampler": "ar", "steps": [4]})
+    with pytest.raises(ConfigError, match="sampling.plan.4.run"):
+        check_config(bad, SCHEMA)
+    bad = copy.deepcopy(cfg)
+    bad["evaluation"]["judge"] = "mdlm"
+    with pytest.raises(ConfigError, match="judge run must have algo 'ar'"):
+        check_config(bad, SCHEMA)
+
+
+def test_resolve_run_merges_one_level_deep():
+    cfg = {"train_defaults": {"model": {"size": "nano", "dropout": 0.1}, "trainer": {"max_steps": 5}},
+           "runs": {"a": {"algo": "ar", "model": {"size": "mini"}}}}
+    run = resolve_run(cfg, "a")
+    assert run == {"algo": "ar", "model": {"size": "mini", "dropout": 0.1}, "trainer": {"max_steps": 5}}
+    with pytest.raises(ConfigError, match="unknown run"):
+        resolve_run(cfg, "b")
+
+
+def test_sampler_table_matches_registry():
+    from dlm.sampling import SAMPLERS
+
+    assert {k: v[0] for k, v in SAMPLERS.items()} == SAMPLER_ALGOS
+
+
+def test_defaults_fill_train_defaults_but_not_runs():
+    from dlm.config import apply_defaults
+
+    cfg = {"train_defaults": {"trainer": {"batch_size": 16}}, "runs": {"a": {"algo": "ar", "trainer": {"max_steps": 3}}}}
+    apply_defaults(cfg, SCHEMA)
+    assert cfg["data"]["packing"] == "wrap" and cfg["tokenizer"]["vocab_size"] == 4096
+    assert cfg["train_defaults"]["optim"]["lr"] == 0.0003  # schema default
+    assert cfg["train_defaults"]["trainer"]["batch_size"] == 16  # user value kept
+    assert cfg["runs"]["a"] == {"algo": "ar", "trainer": {"max_steps": 3}}  # untouched...
+    run = resolve_run(cfg, "a")  # ...so the run inherits train_defaults, not the schema defaults
+    assert run["trainer"]["batch_size"] == 16 and run["trainer"]["max_steps"] == 3
