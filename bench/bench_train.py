@@ -33,7 +33,7 @@ opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
 g = torch.Generator().manual_seed(0)
 def step():
     x = torch.randint(2, K, (B, L), generator=g)
-    s, n = m._loss({"input_ids": x, "attention_mask": torch.ones_like(x)})
+    s, n = m.nelbo({"input_ids": x, "attention_mask": torch.ones_like(x)})
     (s / n).backward(); opt.step(); opt.zero_grad(set_to_none=True)
 for _ in range(warmup): step()
 t0 = time.perf_counter()

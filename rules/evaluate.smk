@@ -17,7 +17,7 @@ rule val_ppl:
         "../environment.yml"
     benchmark:
         "benchmarks/eval/{run}/val_ppl.tsv"
-    threads: 1
+    threads: 2
     resources:
         gpu=1,
         mem_mb=8000,
@@ -58,7 +58,7 @@ rule gen_ppl:
         "../environment.yml"
     benchmark:
         "benchmarks/eval/{run}/gen_{sampler}_T{steps}_s{seed}.tsv"
-    threads: 1
+    threads: 2
     resources:
         gpu=1,
         mem_mb=8000,

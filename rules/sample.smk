@@ -16,7 +16,7 @@ rule sample:
         "../environment.yml"
     benchmark:
         "benchmarks/sample/{run}/{sampler}_T{steps}_s{seed}.tsv"
-    threads: 1
+    threads: 2
     resources:
         gpu=1,
         mem_mb=8000,

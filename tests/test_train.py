@@ -53,7 +53,7 @@ def test_training_lowers_validation_loss(packed, tmp_path, algo):
     assert after["train_steps"] == 60
     m = load_module(str(tmp_path / "final.ckpt"))
     ckpt = torch.load(tmp_path / "final.ckpt", weights_only=False)
-    assert "ema" in ckpt and ckpt["hyper_parameters"]["algo"] == algo
+    assert "ema" in ckpt and ckpt["hyper_parameters"]["method"]["algo"] == algo
     # load_module swaps the EMA weights in
     name = next(iter(ckpt["ema"]["shadow"]))
     assert torch.allclose(dict(m.backbone.named_parameters())[name], ckpt["ema"]["shadow"][name])

@@ -14,7 +14,7 @@ import json
 import sys
 import time
 
-from dlm.utils import setup_logging
+from dlm.utils import setup_logging, tune_malloc
 
 
 def cmd_integral(a: argparse.Namespace) -> None:
@@ -126,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log)
+    tune_malloc()
     try:
         args.func(args)
     except (ValueError, FileNotFoundError) as e:

@@ -4,13 +4,17 @@
 
 `hp` is the run's resolved config entry (see config/schema.yaml, `runs.*`): algo, model, noise,
 optim, time_conditioning and trainer settings. The final checkpoint (with EMA) is written atomically
-to `out_ckpt`; intermediate ones live in `run_dir/checkpoints/<settings hash>/` (last.ckpt every `ckpt_every`
-steps), so that a rerun with changed settings does not resume a stale run.
+to `out_ckpt`; intermediate ones live in `run_dir/checkpoints/<settings hash>/` (last.ckpt every
+`ckpt_every` steps), so that a rerun with changed settings does not resume a stale run.
+
+Lightning owns the loop, checkpointing, precision and DDP; the objective itself is a plain
+`dlm.algos.Method` held by `LitMethod`.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import time
 from pathlib import Path
@@ -21,6 +25,7 @@ from torch.utils.data import DataLoader
 
 from dlm.algos import get_method
 from dlm.data.dataset import PackedDataset, read_meta
+from dlm.models.ema import EMA
 from dlm.utils import atomic_path, config_hash
 
 log = logging.getLogger("dlm.train")
@@ -28,6 +33,82 @@ log = logging.getLogger("dlm.train")
 TRAINER_DEFAULTS = dict(max_steps=1000, batch_size=32, accumulate=1, val_every=500, val_batches=16,
                         ckpt_every=200, log_every=50, ema=0.9999, seed=1, precision="auto", grad_clip=1.0,
                         devices=1, strategy="auto")
+OPTIM_DEFAULTS = dict(lr=3e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, warmup_steps=2500,
+                      lr_schedule="constant", min_lr_ratio=0.1)
+
+
+class LitMethod(L.LightningModule):
+    """Lightning wrapper: optimiser and LR schedule, EMA of the backbone, train/val loops."""
+
+    def __init__(self, method: dict, optim: dict | None = None, ema: float = 0.9999, max_steps: int | None = None,
+                 seed: int = 1):
+        super().__init__()
+        self.save_hyperparameters()
+        hp = dict(method)
+        self.method = get_method(hp.pop("algo"))(**hp)
+        self.optim_cfg = {**OPTIM_DEFAULTS, **(optim or {})}
+        self.ema = EMA(self.method.backbone, ema) if ema and ema > 0 else None
+        self._val_nll, self._val_tokens = 0.0, 0
+
+    def training_step(self, batch, batch_idx):
+        nll_sum, n = self.method.nelbo(batch)
+        loss = nll_sum / n
+        self.log("train/loss", loss, prog_bar=True, on_step=True, batch_size=batch["input_ids"].shape[0])
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        if self.ema is not None:
+            self.ema.update(self.method.backbone)
+
+    def on_validation_epoch_start(self):
+        self._val_nll, self._val_tokens = 0.0, 0
+        if self.ema is not None:  # validate with the EMA weights (papers' convention)
+            self._ema_ctx = self.ema.swapped_in(self.method.backbone)
+            self._ema_ctx.__enter__()
+
+    def validation_step(self, batch, batch_idx):
+        # a fixed generator per batch: the validation bound is reproducible run to run
+        g = torch.Generator(device=batch["input_ids"].device).manual_seed(self.hparams.seed * 100_003 + batch_idx)
+        nll_sum, n = self.method.nelbo(batch, g)
+        self._val_nll += float(nll_sum.double())
+        self._val_tokens += int(n)
+
+    def on_validation_epoch_end(self):
+        if self.ema is not None:
+            self._ema_ctx.__exit__(None, None, None)
+        if self._val_tokens:
+            nll = self._val_nll / self._val_tokens
+            self.log("val/nll", nll, sync_dist=True)
+            self.log("val/ppl", math.exp(min(nll, 50.0)), sync_dist=True)
+
+    def configure_optimizers(self):
+        o = self.optim_cfg
+        opt = torch.optim.AdamW(self.method.parameters(), lr=o["lr"], betas=tuple(o["betas"]), eps=o["eps"],
+                                weight_decay=o["weight_decay"])
+        warmup, total = int(o["warmup_steps"]), self.hparams.max_steps
+        kind, floor = o["lr_schedule"], o["min_lr_ratio"]
+        if kind not in ("constant", "cosine"):
+            raise ValueError(f"optim.lr_schedule must be 'constant' or 'cosine', got {kind!r}")
+
+        def factor(step: int) -> float:
+            # 1) linear warm-up from 0 (MDLM/DUO `constant_warmup`), 2) constant or cosine decay to floor
+            if step < warmup:
+                return (step + 1) / warmup
+            if kind == "constant" or not total:
+                return 1.0
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint):
+        if self.ema is not None:
+            checkpoint["ema"] = self.ema.state_dict()
+
+    def on_load_checkpoint(self, checkpoint):
+        if self.ema is not None and "ema" in checkpoint:
+            self.ema.load_state_dict(checkpoint["ema"])
 
 
 class StepLogger(L.Callback):
@@ -39,7 +120,7 @@ class StepLogger(L.Callback):
 
     def on_train_start(self, trainer, pl_module):
         self.t0, self.step0 = time.perf_counter(), trainer.global_step
-        log.info("training %s: %d parameters, from step %d to %d", pl_module.algo, pl_module.backbone.num_params(),
+        log.info("training %s: %d parameters, from step %d to %d", pl_module.method.algo, pl_module.method.num_params(),
                  trainer.global_step, trainer.max_steps)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
@@ -68,15 +149,16 @@ def loaders(data_dir: str, batch_size: int, seed: int) -> tuple[DataLoader, Data
     return train, valid
 
 
-def build_module(data_dir: str, hp: dict):
+def build_module(data_dir: str, hp: dict) -> LitMethod:
+    """The Lightning module of a run: the method's constructor arguments come from the data's meta.json
+    (vocabulary, block length, special ids, tokenizer) and the run's settings."""
     meta = read_meta(data_dir)
     tr = {**TRAINER_DEFAULTS, **hp.get("trainer", {})}
-    return get_method(hp["algo"])(
-        vocab_size=meta["vocab_size"], block_length=meta["block_length"], special_ids=meta["special_ids"],
-        tokenizer_dir=meta["tokenizer_dir"], model=hp.get("model", {}), optim=hp.get("optim"),
-        noise=hp.get("noise"), time_conditioning=hp.get("time_conditioning", hp["algo"] != "mdlm"),
-        antithetic=hp.get("antithetic", True), ema=tr["ema"], max_steps=tr["max_steps"], seed=tr["seed"],
-        data_dir=str(data_dir))
+    method = dict(algo=hp["algo"], vocab_size=meta["vocab_size"], block_length=meta["block_length"],
+                  special_ids=meta["special_ids"], tokenizer_dir=meta["tokenizer_dir"], model=hp.get("model", {}),
+                  noise=hp.get("noise", {}), time_conditioning=hp.get("time_conditioning", hp["algo"] != "mdlm"),
+                  antithetic=hp.get("antithetic", True), data_dir=str(data_dir))
+    return LitMethod(method, optim=hp.get("optim"), ema=tr["ema"], max_steps=tr["max_steps"], seed=tr["seed"])
 
 
 def train(data_dir: str, out_ckpt: str, run_dir: str, hp: dict, threads: int | None = None) -> None:
@@ -92,7 +174,7 @@ def train(data_dir: str, out_ckpt: str, run_dir: str, hp: dict, threads: int | N
     ckpt_dir = Path(run_dir) / "checkpoints" / config_hash({"hp": hp, "data": read_meta(data_dir)})
     checkpointing = L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0,
                                                         every_n_train_steps=tr["ckpt_every"])
-    tokens_per_step = tr["batch_size"] * tr["accumulate"] * module.hparams.block_length * int(tr["devices"])
+    tokens_per_step = tr["batch_size"] * tr["accumulate"] * module.method.hparams.block_length * int(tr["devices"])
     trainer = L.Trainer(
         max_steps=tr["max_steps"], accelerator="auto", devices=tr["devices"], strategy=tr["strategy"],
         precision=precision, gradient_clip_val=tr["grad_clip"], accumulate_grad_batches=tr["accumulate"],

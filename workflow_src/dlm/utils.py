@@ -116,3 +116,34 @@ def setup_logging(log_path: str | os.PathLike | None = None) -> None:
         sys.stdout = sys.stderr  # library chatter (Lightning, tqdm) belongs in the job's log too
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, force=True,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+
+
+def tune_malloc() -> None:
+    """Keep freed tensor memory in glibc's heap instead of returning it to the OS after every op.
+
+    PyTorch on CPU allocates and frees large activation tensors at every step; with glibc's default
+    mmap threshold each one is a fresh mmap and page-faults on first touch. Raising the mmap and trim
+    thresholds (the same as MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_) made CPU training of the
+    embedded default ~20-40% faster here (bench/RESULTS.md). A no-op where glibc is not available.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        libc.mallopt(m_mmap_threshold, 32 << 20)  # glibc's maximum (32 MiB on 64-bit)
+        libc.mallopt(m_trim_threshold, 1 << 30)
+    except (OSError, AttributeError):
+        pass
+
+
+def setup_job(log_path: str | os.PathLike | None, threads: int | None = None) -> None:
+    """Start of every Snakemake job: logging into `log:`, torch CPU threads = the rule's `threads`,
+    and the allocator tuning above."""
+    setup_logging(log_path)
+    tune_malloc()
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))

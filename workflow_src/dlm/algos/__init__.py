@@ -1,6 +1,7 @@
-"""Training objectives, one module per method, all on the shared `LMModule`.
+"""Training objectives, one module per method, all on the shared `Method` (a plain nn.Module).
 
-`METHODS` maps the config's `algo` name to its class; `load_module` restores any checkpoint.
+`METHODS` maps the config's `algo` name to its class; `load_module` restores any checkpoint without
+importing Lightning (sampling and evaluation jobs stay light).
 """
 
 from __future__ import annotations
@@ -8,26 +9,34 @@ from __future__ import annotations
 import torch
 
 from dlm.algos.ar import AR
-from dlm.algos.base import LMModule
+from dlm.algos.base import Method
 from dlm.algos.mdlm import MDLM
 from dlm.algos.udlm import UDLM
 
-METHODS: dict[str, type[LMModule]] = {cls.algo: cls for cls in (AR, MDLM, UDLM)}
+METHODS: dict[str, type[Method]] = {cls.algo: cls for cls in (AR, MDLM, UDLM)}
 
 
-def get_method(algo: str) -> type[LMModule]:
+def get_method(algo: str) -> type[Method]:
     if algo not in METHODS:
         raise ValueError(f"unknown algo {algo!r}; expected one of {sorted(METHODS)}")
     return METHODS[algo]
 
 
-def load_module(path: str, map_location: str | torch.device = "cpu", ema: bool = True) -> LMModule:
-    """Load a checkpoint of any method in eval mode, with the EMA weights swapped in (papers' convention)."""
+def load_module(path: str, map_location: str | torch.device = "cpu", ema: bool = True) -> Method:
+    """Restore the method of a training checkpoint (`dlm.train`'s Lightning .ckpt) in eval mode, with
+    the EMA weights swapped in (the papers evaluate and sample with the EMA)."""
     ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    algo = ckpt.get("hyper_parameters", {}).get("algo")
-    if algo is None:
-        raise ValueError(f"{path}: not a dlm checkpoint (no hyper_parameters.algo)")
-    module = get_method(algo).load_from_checkpoint(path, map_location=map_location)
-    if ema:
-        module.use_ema_weights()
-    return module.eval()
+    hp = dict(ckpt.get("hyper_parameters", {}).get("method", {}))
+    if "algo" not in hp:
+        raise ValueError(f"{path}: not a dlm checkpoint (no hyper_parameters.method.algo)")
+    method = get_method(hp.pop("algo"))(**hp)
+    prefix = "method."
+    state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+    method.load_state_dict(state)
+    if ema and "ema" in ckpt:
+        with torch.no_grad():
+            params = dict(method.backbone.named_parameters())
+            for name, value in ckpt["ema"]["shadow"].items():
+                params[name].copy_(value)
+    method.global_step = ckpt.get("global_step")
+    return method.to(map_location).eval()

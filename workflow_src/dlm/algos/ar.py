@@ -9,10 +9,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from dlm.algos.base import LMModule
+from dlm.algos.base import Method
 
 
-class AR(LMModule):
+class AR(Method):
     algo = "ar"
     causal = True
 

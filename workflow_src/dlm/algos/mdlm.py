@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from dlm.algos.base import LMModule
+from dlm.algos.base import Method
 
 NEG_INF = -1e6  # as in MDLM: finite, so that 0 * NEG_INF stays 0 in the sampler algebra
 
@@ -37,7 +37,7 @@ def subs_log_probs(logits: torch.Tensor, z: torch.Tensor, mask_id: int) -> torch
     return torch.where(unmasked[..., None], carry, log_probs)
 
 
-class MDLM(LMModule):
+class MDLM(Method):
     algo = "mdlm"
 
     def denoise(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

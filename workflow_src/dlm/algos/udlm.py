@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from dlm.algos.base import LMModule
+from dlm.algos.base import Method
 
 
 def forward_uniform(x: torch.Tensor, alpha: torch.Tensor, vocab_size: int, generator: torch.Generator | None = None
@@ -56,7 +56,7 @@ def udlm_nelbo(log_x_theta: torch.Tensor, x: torch.Tensor, z: torch.Tensor, alph
     return (da / (K * a) * bracket).float()
 
 
-class UDLM(LMModule):
+class UDLM(Method):
     algo = "udlm"
 
     def denoise(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

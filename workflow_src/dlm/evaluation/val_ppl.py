@@ -25,7 +25,6 @@ def evaluate_ppl(ckpt: str, data_dir: str, split: str, batch_size: int, seed: in
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     module = load_module(ckpt, map_location=device)
-    raw = torch.load(ckpt, map_location="cpu", weights_only=False)
     loader = DataLoader(PackedDataset(data_dir, split), batch_size=batch_size, shuffle=False)
     nll, tokens = 0.0, 0
     for i, batch in enumerate(tqdm(loader, desc=f"val ppl {run}", mininterval=5)):
@@ -33,7 +32,7 @@ def evaluate_ppl(ckpt: str, data_dir: str, split: str, batch_size: int, seed: in
             break
         batch = {k: v.to(device) for k, v in batch.items()}
         g = torch.Generator(device=device).manual_seed(seed * 100_003 + i)
-        s, n = module._loss(batch, g)
+        s, n = module.nelbo(batch, g)
         nll += float(s.double())
         tokens += int(n)
     if tokens == 0:
@@ -41,7 +40,7 @@ def evaluate_ppl(ckpt: str, data_dir: str, split: str, batch_size: int, seed: in
     settings = {"ckpt": ckpt, "data_dir": data_dir, "split": split, "batch_size": batch_size, "seed": seed,
                 "max_batches": max_batches}
     result = {"run": run, "algo": module.algo, "val_nll": nll / tokens, "val_ppl": math.exp(nll / tokens),
-              "num_tokens": tokens, "params": module.backbone.num_params(), "train_steps": raw.get("global_step"),
+              "num_tokens": tokens, "params": module.num_params(), "train_steps": module.global_step,
               "model": module.hparams.model, "settings": settings, "provenance": provenance(settings)}
     write_json(out, result)
     return result

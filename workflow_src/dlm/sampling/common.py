@@ -8,14 +8,16 @@ import torch
 def sample_categorical(weights: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Draw one id per row from unnormalised non-negative weights (..., K) -> (...).
 
-    Exponential race in float64: argmax_v w_v / E_v with E_v ~ Exp(1), equivalent to Gumbel-max.
-    The noise is drawn in float64 directly: fp32 noise truncates the tail and silently lowers the
-    sampling temperature (the fix of ReMDM, Wang et al. 2025, and Zheng et al. 2024).
+    Inverse-CDF sampling in float64: one uniform per row against the float64 cumulative sum. This is
+    exact up to float64 rounding, so, like the papers' float64 Gumbel-max, it does not truncate the
+    tail (fp32 noise does, silently lowering the temperature; ReMDM, Wang et al. 2025, and Zheng et
+    al. 2024), and it needs no transcendental function per vocabulary entry. Zero weights are never
+    drawn.
     """
-    w = weights.double()
-    u = torch.rand(w.shape, dtype=torch.float64, device=w.device, generator=generator)
-    e = -torch.log1p(-u)  # Exp(1); u < 1 so e is finite, and e = 0 only with probability 2^-53
-    return (w / e).argmax(dim=-1)
+    cdf = weights.double().cumsum(dim=-1)  # (..., K)
+    u = torch.rand((*cdf.shape[:-1], 1), dtype=torch.float64, device=cdf.device, generator=generator)
+    idx = torch.searchsorted(cdf, u * cdf[..., -1:], right=True)  # first id whose cdf exceeds u * total
+    return idx.squeeze(-1).clamp_max(cdf.shape[-1] - 1)
 
 
 def top_p_filter(probs: torch.Tensor, p: float) -> torch.Tensor:
@@ -48,4 +50,4 @@ class Denoiser:
     def __call__(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         self.nfe += 1
         log_x = self.module.denoise(z, torch.full((z.shape[0],), float(t), device=z.device))  # (n, L, K)
-        return top_p_filter(log_x.double().exp(), self.nucleus_p)
+        return top_p_filter(log_x.exp().double(), self.nucleus_p)  # float64 from here on

@@ -13,18 +13,21 @@ The chain starts from the uniform prior. Final step at t_min:
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from dlm.sampling.common import Denoiser, sample_categorical, time_grid
 
 
 def uniform_posterior(probs: torch.Tensor, z: torch.Tensor, a_t: torch.Tensor, a_s: torch.Tensor) -> torch.Tensor:
-    """Unnormalised q(z_s | z_t, x_theta): probs (n, L, K) float64, z (n, L), scalars a_t < a_s."""
+    """Unnormalised q(z_s | z_t, x_theta): probs (n, L, K) float64, z (n, L), scalars a_t < a_s.
+
+    Written as (alpha_s - alpha_t) x_theta + (1 - alpha_{t|s})(1 - alpha_s)/K everywhere, plus
+    K alpha_t x_theta[z] + alpha_{t|s} - alpha_t at the current token (no one-hot materialised).
+    """
     K = probs.shape[-1]
-    e_z = F.one_hot(z, K).to(probs.dtype)  # (n, L, K)
     a_ts = a_t / a_s
-    return (K * a_t * probs * e_z + (a_ts - a_t) * e_z + (a_s - a_t) * probs
-            + (1 - a_ts) * (1 - a_s) / K)
+    w = probs * (a_s - a_t) + (1 - a_ts) * (1 - a_s) / K  # (n, L, K)
+    at_z = K * a_t * probs.gather(-1, z[..., None]) + (a_ts - a_t)  # (n, L, 1)
+    return w.scatter_add_(-1, z[..., None], at_z)
 
 
 @torch.no_grad()
@@ -47,5 +50,7 @@ def sample_duo(module, n: int, steps: int, generator: torch.Generator, nucleus_p
         z = probs.argmax(-1)
     else:
         a_t = module.schedule.alpha(ts[-1])
-        z = sample_categorical(probs * (K * a_t * F.one_hot(z, K).double() + 1 - a_t), generator)
+        w = probs * (1 - a_t)  # x ∝ x_theta ⊙ (K alpha_t e_z + 1 - alpha_t)
+        w.scatter_add_(-1, z[..., None], K * a_t * probs.gather(-1, z[..., None]))
+        z = sample_categorical(w, generator)
     return {"tokens": z, "nfe": x_theta.nfe}

@@ -1,8 +1,8 @@
 from pathlib import Path
 
 from dlm.report.tables import gen_ppl_table, val_ppl_table
-from dlm.utils import setup_logging
+from dlm.utils import setup_job
 
-setup_logging(snakemake.log[0])
+setup_job(snakemake.log[0], snakemake.threads)
 build = {"val_ppl": val_ppl_table, "gen_ppl": gen_ppl_table}[snakemake.params.table]
 build(list(snakemake.input), str(Path(snakemake.output[0]).with_suffix("")))

@@ -1,7 +1,7 @@
 from dlm.data.tokenizer import save_pretrained_tokenizer, train_bpe
-from dlm.utils import setup_logging
+from dlm.utils import setup_job
 
-setup_logging(snakemake.log[0])
+setup_job(snakemake.log[0], snakemake.threads)
 tok = snakemake.params.tokenizer
 if tok["kind"] == "bpe":
     train_bpe(snakemake.input.train, tok["vocab_size"], snakemake.output[0])

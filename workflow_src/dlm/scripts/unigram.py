@@ -1,5 +1,5 @@
 from dlm.evaluation.val_ppl import unigram_ppl
-from dlm.utils import setup_logging
+from dlm.utils import setup_job
 
-setup_logging(snakemake.log[0])
+setup_job(snakemake.log[0], snakemake.threads)
 unigram_ppl(snakemake.input.data, snakemake.output[0])

@@ -1,7 +1,7 @@
 from dlm.evaluation.val_ppl import evaluate_ppl
-from dlm.utils import setup_logging
+from dlm.utils import setup_job
 
-setup_logging(snakemake.log[0])
+setup_job(snakemake.log[0], snakemake.threads)
 p = snakemake.params
 evaluate_ppl(snakemake.input.ckpt, snakemake.input.data, "valid", p.batch_size, p.seed, snakemake.output[0],
              run=snakemake.wildcards.run, max_batches=p.max_batches, threads=snakemake.threads)
