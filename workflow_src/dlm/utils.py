@@ -123,8 +123,8 @@ def tune_malloc() -> None:
 
     PyTorch on CPU allocates and frees large activation tensors at every step; with glibc's default
     mmap threshold each one is a fresh mmap and page-faults on first touch. Raising the mmap and trim
-    thresholds (the same as MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_) made CPU training of the
-    embedded default ~20-40% faster here (bench/RESULTS.md). A no-op where glibc is not available.
+    thresholds (the same as MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_) is worth 0-10% of CPU
+    training throughput here (bench/RESULTS.md). A no-op where glibc is not available.
     """
     import ctypes
     import ctypes.util
