@@ -13,6 +13,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 from dlm.utils import setup_logging, tune_malloc
 
@@ -42,7 +43,7 @@ def cmd_train(a: argparse.Namespace) -> None:
 
     with open(a.run_config) as f:
         hp = yaml.safe_load(f)
-    train(a.data, a.out, a.run_dir or str(__import__("pathlib").Path(a.out).parent), hp, threads=a.threads)
+    train(a.data, a.out, a.run_dir or str(Path(a.out).parent), hp, threads=a.threads)
 
 
 def cmd_sample(a: argparse.Namespace) -> None:
