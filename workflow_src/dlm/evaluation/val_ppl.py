@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from dlm.algos import load_module
-from dlm.data.dataset import PackedDataset, unigram_counts
+from dlm.data.dataset import PackedDataset, read_meta, unigram_counts
 from dlm.utils import provenance, write_json
 
 
@@ -49,8 +49,6 @@ def evaluate_ppl(ckpt: str, data_dir: str, split: str, batch_size: int, seed: in
 def unigram_ppl(data_dir: str, out: str, smoothing: float = 1.0) -> dict:
     """Baseline: a unigram model fit on the train split (add-`smoothing` counts over the non-[MASK]
     vocabulary), scored on every token of the valid split. Any useful LM must beat it clearly."""
-    from dlm.data.dataset import read_meta
-
     meta = read_meta(data_dir)
     counts = unigram_counts(data_dir, "train")
     mask_id = meta["special_ids"]["mask"]
