@@ -22,6 +22,15 @@ SAMPLER_ALGOS: dict[str, tuple[str, ...]] = {
 }
 
 
+# which keys of a run's `algo_args` apply to which objective (the schema documents each key)
+ALGO_ARGS: dict[str, tuple[str, ...]] = {
+    "ar": (), "mdlm": (), "udlm": (), "sedd": (),
+    "d3pm": ("T",),
+    "duo": ("curriculum",),
+    "gidd": ("p_uniform", "loss_weighting", "min_loss_weight", "max_loss_weight", "t_eps"),
+}
+
+
 class ConfigError(ValueError):
     pass
 
@@ -60,6 +69,13 @@ def _cross_checks(config: dict) -> list[str]:
         if algo not in SAMPLER_ALGOS[entry["sampler"]]:
             out.append(f"key 'sampling.plan.{i}.sampler': value {entry['sampler']!r} is invalid: it does not apply "
                        f"to run {run!r} (algo {algo!r}); it applies to {list(SAMPLER_ALGOS[entry['sampler']])}")
+    for name in runs:
+        hp = resolve_run(config, name)
+        allowed = ALGO_ARGS.get(hp.get("algo"), ())
+        for key in hp.get("algo_args", {}) or {}:
+            if key not in allowed:
+                out.append(f"key 'runs.{name}.algo_args.{key}': does not apply to algo {hp.get('algo')!r}; "
+                           f"it takes {list(allowed) or 'no algo_args'}")
     judge = config.get("evaluation", {}).get("judge")
     if judge in runs and resolve_run(config, judge)["algo"] != "ar":
         out.append(f"key 'evaluation.judge': value {judge!r} is invalid: the judge run must have algo 'ar'")

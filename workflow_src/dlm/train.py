@@ -30,9 +30,9 @@ from dlm.utils import atomic_path, config_hash
 
 log = logging.getLogger("dlm.train")
 
-TRAINER_DEFAULTS = dict(max_steps=1000, batch_size=32, accumulate=1, val_every=500, val_batches=16,
-                        ckpt_every=200, log_every=50, ema=0.9999, seed=1, precision="auto", grad_clip=1.0,
-                        devices=1, strategy="auto")
+TRAINER_DEFAULTS = dict(max_steps=1000, batch_size=32, accumulate=1, global_batch_size=None, val_every=500,
+                        val_batches=16, ckpt_every=200, log_every=50, ema=0.9999, seed=1, precision="auto",
+                        grad_clip=1.0, devices=1, num_nodes=1, strategy="auto")
 OPTIM_DEFAULTS = dict(lr=3e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, warmup_steps=2500,
                       lr_schedule="constant", min_lr_ratio=0.1)
 
@@ -51,13 +51,15 @@ class LitMethod(L.LightningModule):
         self._val_nll, self._val_tokens = 0.0, 0
 
     def training_step(self, batch, batch_idx):
-        nll_sum, n = self.method.nelbo(batch)
+        nll_sum, n = self.method.loss(batch, step=self.global_step)
         loss = nll_sum / n
         self.log("train/loss", loss, prog_bar=True, on_step=True, batch_size=batch["input_ids"].shape[0])
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
-        if self.ema is not None:
+        # once per optimiser step (global_step advances only when the accumulated gradient is applied),
+        # not per micro-batch: under accumulation a per-micro-batch update would decay the EMA too fast
+        if self.ema is not None and self.global_step > self.ema.num_updates:
             self.ema.update(self.method.backbone)
 
     def on_validation_epoch_start(self):
@@ -149,20 +151,34 @@ def loaders(data_dir: str, batch_size: int, seed: int) -> tuple[DataLoader, Data
     return train, valid
 
 
+def resolve_trainer(hp: dict) -> dict:
+    """The run's trainer settings with defaults, and gradient accumulation derived from a global batch
+    (as in the papers' configs: accumulate = global / (batch_size * devices * nodes))."""
+    tr = {**TRAINER_DEFAULTS, **hp.get("trainer", {})}
+    if tr["global_batch_size"]:
+        per_step = tr["batch_size"] * int(tr["devices"]) * int(tr["num_nodes"])
+        if tr["global_batch_size"] % per_step:
+            raise ValueError(f"trainer.global_batch_size={tr['global_batch_size']} is not a multiple of batch_size x "
+                             f"devices x num_nodes = {tr['batch_size']} x {tr['devices']} x {tr['num_nodes']}")
+        tr["accumulate"] = tr["global_batch_size"] // per_step
+    return tr
+
+
 def build_module(data_dir: str, hp: dict) -> LitMethod:
     """The Lightning module of a run: the method's constructor arguments come from the data's meta.json
     (vocabulary, block length, special ids, tokenizer) and the run's settings."""
     meta = read_meta(data_dir)
-    tr = {**TRAINER_DEFAULTS, **hp.get("trainer", {})}
+    tr = resolve_trainer(hp)
+    cls = get_method(hp["algo"])
     method = dict(algo=hp["algo"], vocab_size=meta["vocab_size"], block_length=meta["block_length"],
                   special_ids=meta["special_ids"], tokenizer_dir=meta["tokenizer_dir"], model=hp.get("model", {}),
-                  noise=hp.get("noise", {}), time_conditioning=hp.get("time_conditioning", hp["algo"] != "mdlm"),
-                  antithetic=hp.get("antithetic", True), data_dir=str(data_dir))
+                  noise=hp.get("noise", {}), time_conditioning=hp.get("time_conditioning", cls.default_time_conditioning),
+                  antithetic=hp.get("antithetic", True), data_dir=str(data_dir), **hp.get("algo_args", {}))
     return LitMethod(method, optim=hp.get("optim"), ema=tr["ema"], max_steps=tr["max_steps"], seed=tr["seed"])
 
 
 def train(data_dir: str, out_ckpt: str, run_dir: str, hp: dict, threads: int | None = None) -> None:
-    tr = {**TRAINER_DEFAULTS, **hp.get("trainer", {})}
+    tr = resolve_trainer(hp)
     if threads:
         torch.set_num_threads(threads)
     L.seed_everything(tr["seed"], workers=True)
@@ -174,9 +190,11 @@ def train(data_dir: str, out_ckpt: str, run_dir: str, hp: dict, threads: int | N
     ckpt_dir = Path(run_dir) / "checkpoints" / config_hash({"hp": hp, "data": read_meta(data_dir)})
     checkpointing = L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0,
                                                         every_n_train_steps=tr["ckpt_every"])
-    tokens_per_step = tr["batch_size"] * tr["accumulate"] * module.method.hparams.block_length * int(tr["devices"])
+    tokens_per_step = (tr["batch_size"] * tr["accumulate"] * module.method.hparams.block_length * int(tr["devices"])
+                       * int(tr["num_nodes"]))
     trainer = L.Trainer(
-        max_steps=tr["max_steps"], accelerator="auto", devices=tr["devices"], strategy=tr["strategy"],
+        max_steps=tr["max_steps"], accelerator="auto", devices=tr["devices"], num_nodes=tr["num_nodes"],
+        strategy=tr["strategy"],
         precision=precision, gradient_clip_val=tr["grad_clip"], accumulate_grad_batches=tr["accumulate"],
         val_check_interval=min(tr["val_every"], tr["max_steps"]), check_val_every_n_epoch=None,
         limit_val_batches=tr["val_batches"], num_sanity_val_steps=0, logger=False, default_root_dir=run_dir,

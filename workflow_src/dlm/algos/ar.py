@@ -22,7 +22,7 @@ class AR(Method):
         logits[..., self.mask_id] = float("-inf")
         return logits
 
-    def token_nll(self, batch, t):
+    def token_nll(self, batch, t, generator=None):
         ids = batch["input_ids"]  # (B, L)
         logits = self.ar_logits(ids[:, :-1])  # (B, L-1, K)
         nll = F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")  # (B, L-1)

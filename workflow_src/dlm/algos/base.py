@@ -1,9 +1,15 @@
 """What every objective shares: the backbone, the noise schedule and the NELBO reduction.
 
-A method (one module in this package) subclasses `Method` and implements `token_nll(batch, t)`, the
-per-token negative ELBO (or NLL for AR) whose token-weighted mean is both the training loss and, on the
-validation split with one t per sequence, the reported bound: val PPL = exp(sum nll / tokens)
-(MDLM Sec. 4.1; DUO Sec. 5.1).
+A method (one module in this package) subclasses `Method` and implements `token_nll(batch, t, generator)`,
+the per-token negative ELBO (or NLL for AR) whose token-weighted mean is, on the validation split with one
+t per sequence, the reported bound: val PPL = exp(sum nll / tokens) (MDLM Sec. 4.1; DUO Sec. 5.1).
+Every random draw of the forward process goes through `generator` (None = the global RNG, which
+training seeds; evaluation always passes a seeded generator, so a bound repeats exactly).
+
+A method whose training objective differs from its bound (GIDD's loss weighting, the DUO curriculum)
+overrides `loss(batch, step, generator)`; by default the training loss is the bound itself.
+Methods may also override `sample_times` (their t distribution) and `sigma_input` (what the DiT is
+conditioned on), and set `default_time_conditioning`.
 
 Methods are plain `nn.Module`s so that sampling and evaluation load them without Lightning; the
 Lightning loop (optimiser, EMA, checkpoints, DDP) wraps them in `dlm.train`.
@@ -33,6 +39,7 @@ class HParams(dict):
 class Method(nn.Module):
     algo = "base"
     causal = False
+    default_time_conditioning = True  # MDLM overrides (no time conditioning, as in the paper)
 
     def __init__(self, *, vocab_size: int, block_length: int, special_ids: dict, tokenizer_dir: str,
                  model: dict, noise: dict | None = None, time_conditioning: bool = True, antithetic: bool = True,
@@ -50,9 +57,15 @@ class Method(nn.Module):
 
     # --- interface for methods ---------------------------------------------------------------------
 
-    def token_nll(self, batch: dict, t: torch.Tensor) -> torch.Tensor:
-        """Per-token loss (B, L) for clean tokens batch['input_ids'] at diffusion times t (B,)."""
+    def token_nll(self, batch: dict, t: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Per-token loss (B, L) for clean tokens batch['input_ids'] at diffusion times t (B,); every
+        random draw (forward-process noise) uses `generator`."""
         raise NotImplementedError
+
+    def sample_times(self, n: int, generator: torch.Generator | None = None,
+                     device: torch.device | str = "cpu") -> torch.Tensor:
+        """One diffusion time per sequence (n,), low-discrepancy across the batch (MDLM Sec. 3.5)."""
+        return sample_t(n, self.schedule.eps, self.hparams.antithetic, generator, device)
 
     def loss_mask(self, batch: dict) -> torch.Tensor:
         return batch["attention_mask"]
@@ -60,19 +73,29 @@ class Method(nn.Module):
     def sigma_input(self, t: torch.Tensor) -> torch.Tensor:
         """The conditioning fed to the DiT: sigma_t = -log alpha_t, or zeros without time conditioning."""
         if self.hparams.time_conditioning:
-            return self.schedule.sigma(t)
+            return self.schedule.sigma(t)  # (B,)
         return torch.zeros_like(t)
 
     # --- shared -------------------------------------------------------------------------------------
 
-    def nelbo(self, batch: dict, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(sum of per-token losses, number of counted tokens) for a batch, one t per sequence drawn
-        with the low-discrepancy sampler (MDLM Sec. 3.5)."""
+    def nelbo_terms(self, batch: dict, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sequence (summed loss (B,), counted tokens (B,)) of the bound, one t per sequence drawn
+        by `sample_times`; all randomness from `generator`."""
         ids = batch["input_ids"]
-        t = sample_t(ids.shape[0], self.schedule.eps, self.hparams.antithetic, generator, ids.device)  # (B,)
-        nll = self.token_nll(batch, t)  # (B, L)
+        t = self.sample_times(ids.shape[0], generator, ids.device)  # (B,)
+        nll = self.token_nll(batch, t, generator)  # (B, L)
         mask = self.loss_mask(batch).to(nll.dtype)  # (B, L)
-        return (nll * mask).sum(), mask.sum()
+        return (nll * mask).sum(-1), mask.sum(-1)
+
+    def nelbo(self, batch: dict, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sum of per-token losses, number of counted tokens) of the bound for a batch."""
+        nll, n = self.nelbo_terms(batch, generator)
+        return nll.sum(), n.sum()
+
+    def loss(self, batch: dict, step: int = 0, generator: torch.Generator | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sum, count) of the training objective at optimiser step `step`; the bound by default."""
+        return self.nelbo(batch, generator)
 
     @property
     def device(self) -> torch.device:

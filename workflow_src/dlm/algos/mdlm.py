@@ -39,16 +39,17 @@ def subs_log_probs(logits: torch.Tensor, z: torch.Tensor, mask_id: int) -> torch
 
 class MDLM(Method):
     algo = "mdlm"
+    default_time_conditioning = False  # MDLM's released OWT model: sigma is zeroed (Sec. 1.6 of the brief)
 
     def denoise(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """log x_theta(z_t, t): (B, L, K) normalised log-probabilities over clean tokens."""
         logits = self.backbone(z, self.sigma_input(t))
         return subs_log_probs(logits, z, self.mask_id)
 
-    def token_nll(self, batch, t):
+    def token_nll(self, batch, t, generator=None):
         x = batch["input_ids"]  # (B, L)
         alpha, dalpha = self.schedule.alpha(t), self.schedule.dalpha(t)  # (B,)
-        z = forward_mask(x, alpha, self.mask_id)
+        z = forward_mask(x, alpha, self.mask_id, generator)
         logits = self.backbone(z, self.sigma_input(t)).float()  # (B, L, K)
         # SUBS without materialising the carry-over tensor: log x_theta[x] is the masked-out softmax at
         # masked positions and exactly 0 (carry-over) elsewhere -- identical to subs_log_probs(...)[x]

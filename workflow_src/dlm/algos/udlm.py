@@ -64,10 +64,10 @@ class UDLM(Method):
         logits = self.backbone(z, self.sigma_input(t)).float()
         return torch.log_softmax(logits, dim=-1)
 
-    def token_nll(self, batch, t):
+    def token_nll(self, batch, t, generator=None):
         x = batch["input_ids"]  # (B, L)
         alpha, dalpha = self.schedule.alpha(t), self.schedule.dalpha(t)  # (B,)
-        z = forward_uniform(x, alpha, self.hparams.vocab_size)
+        z = forward_uniform(x, alpha, self.hparams.vocab_size, generator)
         return udlm_nelbo(self.denoise(z, t), x, z, alpha, dalpha)
 
 
