@@ -11,6 +11,7 @@ rule val_ppl:
         batch_size=config["evaluation"]["val_batch_size"],
         max_batches=config["evaluation"]["val_max_batches"],
         seed=config["evaluation"]["val_seed"],
+        passes=config["evaluation"]["val_passes"],
     log:
         "logs/eval/{run}/val_ppl.log",
     conda:

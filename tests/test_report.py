@@ -22,7 +22,7 @@ def _dump(tmp_path, name, obj):
 def val_jsons(tmp_path):
     return [
         _dump(tmp_path, "mdlm.json", {"run": "mdlm_owt", "algo": "mdlm", "val_ppl": 23.21,
-                                      "val_nll": 3.1446, "params": 169_600_000,
+                                      "val_nll": 3.1446, "val_nll_se": 0.0123, "val_ppl_se": 0.29, "params": 169_600_000,
                                       "train_steps": 1_000_000, "num_tokens": 4096, "extra": 1}),
         _dump(tmp_path, "unigram.json", {"run": "unigram", "algo": "unigram", "val_ppl": 1234.5,
                                          "val_nll": 7.118}),
@@ -33,16 +33,16 @@ def val_jsons(tmp_path):
 
 
 VAL_MD = """\
-| Run      | Algo    |   Params |     Steps |   Val. NLL ↓ |   Val. PPL ↓ |   Tokens |
-|:---------|:--------|---------:|----------:|-------------:|-------------:|---------:|
-| unigram  | unigram |        – |         – |       7.1180 |      1234.50 |        – |
-| ar_owt   | ar      |   169.6M | 1,000,000 |   **3.1280** |    **22.83** |    4,096 |
-| mdlm_owt | mdlm    |   169.6M | 1,000,000 |       3.1446 |        23.21 |    4,096 |
+| Run      | Algo    |   Params |     Steps |      Val. NLL ↓ |   Val. PPL ↓ |   Tokens |
+|:---------|:--------|---------:|----------:|----------------:|-------------:|---------:|
+| unigram  | unigram |        – |         – |          7.1180 |      1234.50 |        – |
+| ar_owt   | ar      |   169.6M | 1,000,000 |      **3.1280** |    **22.83** |    4,096 |
+| mdlm_owt | mdlm    |   169.6M | 1,000,000 | 3.1446 ± 0.0123 | 23.21 ± 0.29 |    4,096 |
 """
 
 VAL_TEX = r"""\begin{table}
 \centering
-\caption{Validation perplexity (diffusion models: upper bound).}
+\caption{Validation perplexity (diffusion models: upper bound; $\pm$ the Monte-Carlo standard error of the bound).}
 \label{tab:val_ppl}
 \begin{tabular}{llrrrrr}
 \toprule
@@ -50,7 +50,7 @@ Run & Algo & Params & Steps & Val. NLL $\downarrow$ & Val. PPL $\downarrow$ & To
 \midrule
 unigram & unigram & -- & -- & 7.1180 & 1234.50 & -- \\
 ar\_owt & ar & 169.6M & 1,000,000 & \textbf{3.1280} & \textbf{22.83} & 4,096 \\
-mdlm\_owt & mdlm & 169.6M & 1,000,000 & 3.1446 & 23.21 & 4,096 \\
+mdlm\_owt & mdlm & 169.6M & 1,000,000 & 3.1446 $\pm$ 0.0123 & 23.21 $\pm$ 0.29 & 4,096 \\
 \bottomrule
 \end{tabular}
 \end{table}

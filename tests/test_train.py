@@ -92,3 +92,73 @@ def test_killed_training_resumes_from_last_ckpt(packed, tmp_path):
     subprocess.run(cmd, check=True)
     assert "resuming from" not in (tmp_path / "log3.txt").read_text()
     assert torch.load(out, weights_only=False)["global_step"] == 12
+
+
+def _untrained_ckpt(packed, path, algo):
+    import lightning as L
+
+    from dlm.train import build_module
+
+    module = build_module(str(packed), run_cfg(algo, 1))
+    trainer = L.Trainer(max_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.strategy.connect(module)
+    trainer.save_checkpoint(path)
+    return path
+
+
+@pytest.mark.parametrize("algo", ["mdlm", "udlm"])
+def test_val_ppl_repeats_exactly_and_reports_its_standard_error(packed, tmp_path, algo):
+    from dlm.evaluation.val_ppl import evaluate_ppl
+
+    ckpt = str(_untrained_ckpt(packed, tmp_path / "m.ckpt", algo))
+    torch.manual_seed(123)  # the global RNG must not matter
+    a = evaluate_ppl(ckpt, str(packed), "valid", 8, 1, str(tmp_path / "a.json"), passes=3)
+    torch.manual_seed(456)
+    torch.rand(100)
+    b = evaluate_ppl(ckpt, str(packed), "valid", 8, 1, str(tmp_path / "b.json"), passes=3)
+    assert a["val_nll"] == b["val_nll"] and a["pass_nll"] == b["pass_nll"]
+    # the passes draw different t and noise, and the SE is their spread / sqrt(3)
+    assert len(set(a["pass_nll"])) == 3
+    import numpy as np
+
+    assert a["val_nll_se"] == pytest.approx(np.std(a["pass_nll"], ddof=1) / np.sqrt(3))
+    assert a["val_nll"] == pytest.approx(np.mean(a["pass_nll"]))
+    c = evaluate_ppl(ckpt, str(packed), "valid", 8, 2, str(tmp_path / "c.json"))
+    assert c["val_nll"] != a["pass_nll"][0]  # another seed, another draw
+    assert c["val_nll_se"] > 0 and "delta method" in c["se_method"]
+
+
+def test_delta_method_standard_error_matches_hand_computation():
+    import numpy as np
+
+    from dlm.evaluation.val_ppl import bound_standard_error
+
+    s = np.array([[10.0, 12.0, 7.0, 11.0]])
+    n = np.array([[4.0, 4.0, 2.0, 4.0]])
+    r = s.sum() / n.sum()  # 40 / 14
+    resid = s[0] - r * n[0]
+    expected = np.sqrt((resid ** 2).sum() / (4 * 3)) / n.mean()
+    se, how = bound_standard_error(s.sum(1) / n.sum(1), s, n)
+    assert se == pytest.approx(expected) and "delta" in how
+    se2, how2 = bound_standard_error(np.array([2.0, 2.2, 1.9]), np.zeros((3, 2)), np.ones((3, 2)))
+    assert se2 == pytest.approx(np.std([2.0, 2.2, 1.9], ddof=1) / np.sqrt(3)) and "passes" in how2
+
+
+def test_ema_updates_once_per_optimizer_step_under_accumulation(packed, tmp_path):
+    from dlm.train import train
+
+    hp = run_cfg("mdlm", 6, accumulate=3)
+    train(str(packed), str(tmp_path / "final.ckpt"), str(tmp_path), hp, threads=2)
+    ckpt = torch.load(tmp_path / "final.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 6
+    assert ckpt["ema"]["num_updates"] == 6  # not 18 micro-batches
+
+
+def test_global_batch_size_derives_accumulation():
+    from dlm.train import resolve_trainer
+
+    tr = resolve_trainer({"trainer": {"global_batch_size": 512, "batch_size": 16, "devices": 4, "num_nodes": 2}})
+    assert tr["accumulate"] == 4
+    assert resolve_trainer({"trainer": {"batch_size": 8, "accumulate": 3}})["accumulate"] == 3
+    with pytest.raises(ValueError, match="global_batch_size=100"):
+        resolve_trainer({"trainer": {"global_batch_size": 100, "batch_size": 16}})

@@ -1,6 +1,7 @@
 """Validation perplexity of a checkpoint, reported as the papers do: exp of the token-mean NELBO
 (diffusion: an upper bound, one Monte-Carlo t per sequence, low-discrepancy across the batch;
-AR: the exact NLL of the L-1 predicted tokens per block). EMA weights are used.
+AR: the exact NLL of the L-1 predicted tokens per block). EMA weights are used. Every draw is
+seeded, several Monte-Carlo passes can be averaged, and the bound's standard error is reported.
 """
 
 from __future__ import annotations
@@ -17,29 +18,71 @@ from dlm.data.dataset import PackedDataset, read_meta, unigram_counts
 from dlm.utils import provenance, write_json
 
 
+def bound_standard_error(pass_nll: np.ndarray, seq_nll: np.ndarray, seq_tokens: np.ndarray) -> tuple[float, str]:
+    """Monte-Carlo standard error of the token-mean bound (nats/token) and how it was estimated.
+
+    With several passes (each with its own seeded t and noise over the whole split), the passes are
+    i.i.d. estimates of the same bound: SE = std(pass means, ddof=1) / sqrt(passes). With one pass,
+    the ratio estimator sum(s_i) / sum(n_i) over sequences i gets the delta-method SE
+    sqrt(sum (s_i - r n_i)^2 / (N (N - 1))) / mean(n); this also counts the spread between
+    sequences and ignores the stratification of t, so it overstates the Monte-Carlo error (an
+    upper estimate). AR's exact NLL has no Monte-Carlo error; its SE is reported the same way.
+    seq_nll, seq_tokens: (passes, N) per-sequence sums.
+    """
+    passes = len(pass_nll)
+    if passes >= 2:
+        return float(np.std(pass_nll, ddof=1) / math.sqrt(passes)), f"std over {passes} passes / sqrt({passes})"
+    s, n = seq_nll[0], seq_tokens[0]
+    keep = n > 0
+    s, n = s[keep], n[keep]
+    if len(n) < 2:
+        return float("nan"), "undefined (fewer than 2 sequences)"
+    r = s.sum() / n.sum()
+    se = math.sqrt(float(((s - r * n) ** 2).sum()) / (len(n) * (len(n) - 1))) / float(n.mean())
+    return se, "delta method over sequences (one pass; an upper estimate)"
+
+
 @torch.no_grad()
 def evaluate_ppl(ckpt: str, data_dir: str, split: str, batch_size: int, seed: int, out: str, run: str = "",
-                 max_batches: int | None = None, device: str = "auto", threads: int | None = None) -> dict:
+                 max_batches: int | None = None, device: str = "auto", threads: int | None = None,
+                 passes: int = 1) -> dict:
+    """exp(token-mean bound) over `passes` Monte-Carlo passes of the split, with its standard error.
+
+    Every draw (t and forward noise) of batch i in pass p comes from a generator seeded with
+    (seed, p, i), so the same checkpoint, data and settings give the identical number on every run.
+    """
     if threads:
         torch.set_num_threads(threads)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    if passes < 1:
+        raise ValueError(f"val_passes must be >= 1, got {passes}")
     module = load_module(ckpt, map_location=device)
     loader = DataLoader(PackedDataset(data_dir, split), batch_size=batch_size, shuffle=False)
-    nll, tokens = 0.0, 0
-    for i, batch in enumerate(tqdm(loader, desc=f"val ppl {run}", mininterval=5)):
-        if max_batches is not None and i >= max_batches:
-            break
-        batch = {k: v.to(device) for k, v in batch.items()}
-        g = torch.Generator(device=device).manual_seed(seed * 100_003 + i)
-        s, n = module.nelbo(batch, g)
-        nll += float(s.double())
-        tokens += int(n)
+    seq_nll, seq_tokens = [], []
+    for p in range(passes):
+        nll_p, tok_p = [], []
+        for i, batch in enumerate(tqdm(loader, desc=f"val ppl {run} pass {p + 1}/{passes}", mininterval=5)):
+            if max_batches is not None and i >= max_batches:
+                break
+            batch = {k: v.to(device) for k, v in batch.items()}
+            g = torch.Generator(device=device).manual_seed((seed * 1_000_003 + p) * 100_003 + i)
+            s, n = module.nelbo_terms(batch, g)  # (B,), (B,)
+            nll_p.append(s.double().cpu())
+            tok_p.append(n.double().cpu())
+        seq_nll.append(torch.cat(nll_p).numpy() if nll_p else np.zeros(0))
+        seq_tokens.append(torch.cat(tok_p).numpy() if tok_p else np.zeros(0))
+    seq_nll, seq_tokens = np.stack(seq_nll), np.stack(seq_tokens)  # (passes, N)
+    tokens = int(seq_tokens[0].sum())
     if tokens == 0:
         raise ValueError(f"{data_dir}: split {split!r} has no tokens to evaluate")
+    pass_nll = seq_nll.sum(1) / seq_tokens.sum(1)  # (passes,)
+    nll = float(pass_nll.mean())
+    se, se_method = bound_standard_error(pass_nll, seq_nll, seq_tokens)
     settings = {"ckpt": ckpt, "data_dir": data_dir, "split": split, "batch_size": batch_size, "seed": seed,
-                "max_batches": max_batches}
-    result = {"run": run, "algo": module.algo, "val_nll": nll / tokens, "val_ppl": math.exp(nll / tokens),
+                "max_batches": max_batches, "passes": passes}
+    result = {"run": run, "algo": module.algo, "val_nll": nll, "val_nll_se": se, "val_ppl": math.exp(nll),
+              "val_ppl_se": math.exp(nll) * se, "se_method": se_method, "pass_nll": pass_nll.tolist(),
               "num_tokens": tokens, "params": module.num_params(), "train_steps": module.global_step,
               "model": module.hparams.model, "settings": settings, "provenance": provenance(settings)}
     write_json(out, result)
@@ -59,7 +102,8 @@ def unigram_ppl(data_dir: str, out: str, smoothing: float = 1.0) -> dict:
     n = valid.sum()
     nll = float(-(valid[valid > 0] * np.log(probs[valid > 0])).sum() / n)
     settings = {"data_dir": data_dir, "smoothing": smoothing}
-    result = {"run": "unigram", "algo": "unigram", "val_nll": nll, "val_ppl": math.exp(nll), "num_tokens": int(n),
+    result = {"run": "unigram", "algo": "unigram", "val_nll": nll, "val_nll_se": 0.0, "val_ppl": math.exp(nll),
+              "val_ppl_se": 0.0, "se_method": "exact (no Monte-Carlo draw)", "num_tokens": int(n),
               "params": int((probs > 0).sum()), "train_steps": 0, "settings": settings,
               "provenance": provenance(settings)}
     write_json(out, result)

@@ -30,7 +30,7 @@ NA_MD = "–"
 NA_TEX = "--"
 _TEX_UNICODE = {"±": r"$\pm$", "↓": r"$\downarrow$", "↑": r"$\uparrow$", "×": r"$\times$"}
 # Row order of algorithms in the tables (others follow alphabetically).
-ALGO_ORDER = ("unigram", "ar", "sedd", "mdlm", "udlm", "duo")
+ALGO_ORDER = ("unigram", "ar", "sedd", "d3pm", "mdlm", "gidd", "udlm", "duo")
 
 
 # --------------------------------------------------------------------------------------------
@@ -223,7 +223,7 @@ def _params(v: Any) -> str:
 
 
 VAL_PPL_FIELDS = {"run": True, "algo": True, "params": False, "train_steps": False,
-                  "val_nll": True, "val_ppl": True, "num_tokens": False}
+                  "val_nll": True, "val_nll_se": False, "val_ppl": True, "val_ppl_se": False, "num_tokens": False}
 
 
 def val_ppl_table(json_paths: Sequence[str | os.PathLike], out_stem: str | os.PathLike) -> pd.DataFrame:
@@ -239,11 +239,12 @@ def val_ppl_table(json_paths: Sequence[str | os.PathLike], out_stem: str | os.Pa
     if not json_paths:
         raise ValueError("val_ppl_table: no metric JSONs given")
     df = _sort(collect(json_paths, VAL_PPL_FIELDS), ["run"])
-    write_table(df, out_stem, caption="Validation perplexity (diffusion models: upper bound).",
+    write_table(df, out_stem, caption="Validation perplexity (diffusion models: upper bound; $\\pm$ the "
+                "Monte-Carlo standard error of the bound).",
                 label="tab:val_ppl",
-                formats={"params": _params, "train_steps": ",d", "val_nll": ".4f", "val_ppl": ".2f",
-                         "num_tokens": ",d"},
-                best={"val_nll": "min", "val_ppl": "min"},
+                formats={"params": _params, "train_steps": ",d", "val_nll": ".4f", "val_nll_se": ".4f",
+                         "val_ppl": ".2f", "val_ppl_se": ".2f", "num_tokens": ",d"},
+                best={"val_nll": "min", "val_ppl": "min"}, pm={"val_nll": "val_nll_se", "val_ppl": "val_ppl_se"},
                 labels={"run": "Run", "algo": "Algo", "params": "Params", "train_steps": "Steps",
                         "val_nll": "Val. NLL ↓", "val_ppl": "Val. PPL ↓", "num_tokens": "Tokens"})
     return df
