@@ -35,6 +35,20 @@ def run_params(wildcards):
     return resolve_run(config, wildcards.run)
 
 
+def needs_integral(run):
+    """DUO's curriculum with the cached transformation reads the integral cache (DAG: integral -> train)."""
+    hp = resolve_run(config, run)
+    curriculum = (hp.get("algo_args") or {}).get("curriculum", {})
+    return hp["algo"] == "duo" and curriculum.get("transform", "cache") == "cache"
+
+
+def train_inputs(wildcards):
+    inputs = {"data": f"results/data/{CORPUS}/packed"}
+    if needs_integral(wildcards.run):
+        inputs["integral"] = integral_path()
+    return inputs
+
+
 def judge_is_run():
     return config["evaluation"]["judge"] in config["runs"]
 
@@ -62,7 +76,14 @@ def gen_ppl_jsons():
     return [f"results/eval/{r}/gen_{s}_T{t}_s{seed}.json" for r, s, t, seed in sample_jobs()]
 
 
-def val_ppl_jsons():
+def run_algo(run):
+    return resolve_run(config, run)["algo"]
+
+
+def val_ppl_jsons(algos=None):
+    """Val-PPL JSONs of every run (and the unigram baseline), or only of runs whose algo is in `algos`."""
+    if algos is not None:
+        return [f"results/eval/{r}/val_ppl.json" for r in RUNS if run_algo(r) in algos]
     return [f"results/eval/{r}/val_ppl.json" for r in RUNS] + ["results/eval/unigram/val_ppl.json"]
 
 
@@ -74,6 +95,10 @@ def integral_path():
 def all_targets():
     targets = [integral_path()] + val_ppl_jsons()
     targets += expand("results/tables/val_ppl.{ext}", ext=["csv", "md", "tex"])
+    if any(run_algo(r) == "duo" for r in RUNS):
+        targets += expand("results/tables/duo_curriculum.{ext}", ext=["csv", "md", "tex"])
+    if any(run_algo(r) == "gidd" for r in RUNS):
+        targets += expand("results/tables/gidd_pu.{ext}", ext=["csv", "md", "tex"])
     if config["sampling"]["plan"]:
         targets += gen_ppl_jsons()
         targets += expand("results/tables/gen_ppl.{ext}", ext=["csv", "md", "tex"])

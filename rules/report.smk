@@ -16,6 +16,36 @@ rule table_val_ppl:
         "../workflow_src/dlm/scripts/tables.py"
 
 
+rule table_duo_curriculum:
+    input:
+        lambda wildcards: val_ppl_jsons(("udlm", "duo")),
+    output:
+        expand("results/tables/duo_curriculum.{ext}", ext=["csv", "md", "tex"]),
+    params:
+        table="duo_curriculum",
+    log:
+        "logs/report/table_duo_curriculum.log",
+    conda:
+        "../environment.yml"
+    script:
+        "../workflow_src/dlm/scripts/tables.py"
+
+
+rule table_gidd_pu:
+    input:
+        lambda wildcards: val_ppl_jsons(("gidd", "mdlm")),
+    output:
+        expand("results/tables/gidd_pu.{ext}", ext=["csv", "md", "tex"]),
+    params:
+        table="gidd_pu",
+    log:
+        "logs/report/table_gidd_pu.log",
+    conda:
+        "../environment.yml"
+    script:
+        "../workflow_src/dlm/scripts/tables.py"
+
+
 rule table_gen_ppl:
     input:
         gen_ppl_jsons(),

@@ -3,7 +3,7 @@
 
 rule train:
     input:
-        data=f"results/data/{CORPUS}/packed",
+        unpack(train_inputs),
     output:
         ckpt="results/models/{run}/final.ckpt",
     params:

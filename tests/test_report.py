@@ -167,3 +167,29 @@ def test_gen_ppl_figure_files_and_stable_pdf(tmp_path):
         w, h = im.size
     assert w / h == pytest.approx(6.75 / 2.4, rel=0.01)
     assert sorted(p.name for p in (tmp_path / "fig").iterdir()) == ["gen_ppl.pdf", "gen_ppl.png"]
+
+
+def test_curriculum_and_gidd_tables(tmp_path):
+    from dlm.report.tables import curriculum_table, gidd_table
+
+    def val(name, algo, ppl, se, steps=1000, **args):
+        return _dump(tmp_path, f"{name}.json", {"run": name, "algo": algo, "val_ppl": ppl, "val_nll": math.log(ppl),
+                                                "val_ppl_se": se, "train_steps": steps, "algo_args": args})
+
+    paths = [val("udlm", "udlm", 250.0, 3.0), val("duo", "duo", 230.0, 2.5, curriculum={"end": 500}),
+             val("duopp", "duo", 232.0, 2.5, curriculum={"input": "topk", "transform": "poly9", "end": 5000}),
+             val("mdlm", "mdlm", 170.0, 1.5), val("g0", "gidd", 171.0, 1.6, p_uniform=0.0),
+             val("g2", "gidd", 190.0, 1.7, p_uniform=0.2, loss_weighting="dynamic"),
+             val("g1", "gidd", 180.0, 1.7, p_uniform=0.1), val("ar", "ar", 50.0, 0.5)]
+    cur = curriculum_table(paths, tmp_path / "cur")
+    assert list(cur["variant"]) == ["UDLM (no curriculum)", "DUO", "DUO++"]
+    assert list(cur["curriculum_steps"]) == [0, 500, 1000]  # capped at the steps trained
+    assert list(cur["soft_input"]) == ["–", "softmax", "top-2"]
+    md = (tmp_path / "cur.md").read_text()
+    assert "**230.00 ± 2.50**" in md and "ar" not in cur["run"].tolist()
+    gidd = gidd_table(paths, tmp_path / "gidd")
+    assert list(gidd["run"]) == ["mdlm", "g0", "g1", "g2"]
+    assert list(gidd["weighting"]) == ["ELBO", "none", "none", "dynamic"]
+    assert "190.00 ± 1.70" in (tmp_path / "gidd.md").read_text()
+    with pytest.raises(ValueError, match="no gidd"):
+        gidd_table(paths[:4], tmp_path / "x")

@@ -43,11 +43,23 @@ def test_lint_clean():
 
 
 def test_dry_run_default_and_paper_configs(tmp_path):
+    import yaml
+
     for cfg in ["config/config.yaml", "config/paper/owt.yaml", "config/paper/lm1b.yaml"]:
+        runs = yaml.safe_load((ROOT / cfg).read_text())["runs"]
         res = smk("-n", "--cores", "2", "--configfile", str(ROOT / cfg), "--directory", str(tmp_path))
         counts = job_counts(res.stdout)
-        assert counts["train"] == 3 + ("judge" in cfg or cfg.endswith("config.yaml"))
+        assert counts["train"] == len(runs)
+        algos = {r["algo"] for r in runs.values()}
+        assert {"ar", "mdlm", "sedd", "udlm", "duo"} <= algos  # every paper config lists the methods
         assert counts["gen_ppl"] >= 4 and counts["table_gen_ppl"] == 1
+        assert counts["table_duo_curriculum"] == 1 and counts.get("table_gidd_pu", 0) == ("gidd" in algos)
+        # the DAG shows integral -> train for DUO's cached curriculum, and not for DUO++ (poly9)
+        jobs = res.stdout.split("rule train:")
+        duo = [j for j in jobs if "wildcards: run=duo\n" in j]
+        duo_pp = [j for j in jobs if "wildcards: run=duo_pp\n" in j]
+        assert duo and "resources/integral/" in duo[0].split("output:")[0]
+        assert duo_pp and "resources/integral/" not in duo_pp[0].split("output:")[0]
 
 
 def test_dry_run_slurm_profile_needs_no_cluster(tmp_path):
@@ -74,8 +86,15 @@ def test_smoke_run_end_to_end(tmp_path):
     res = work / "results"
     # tables: every run plus the unigram baseline; finite numbers
     val = pd.read_csv(res / "tables" / "val_ppl.csv")
-    assert set(val["run"]) == {"ar", "mdlm", "udlm", "judge", "unigram"}
+    import yaml
+
+    assert set(val["run"]) == set(yaml.safe_load(Path(SMOKE).read_text())["runs"]) | {"unigram"}
     assert val["val_ppl"].between(1, 1e5).all()
+    assert (val.loc[val["run"] != "unigram", "val_ppl_se"] > 0).all()  # two seeded passes: a spread
+    cur = pd.read_csv(res / "tables" / "duo_curriculum.csv")
+    assert list(cur["variant"]) == ["UDLM (no curriculum)", "DUO", "DUO++"]
+    gidd = pd.read_csv(res / "tables" / "gidd_pu.csv")
+    assert set(gidd["run"]) == {"mdlm", "gidd", "gidd_plus"}
     gen = pd.read_csv(res / "tables" / "gen_ppl.csv")
     assert len(gen) == 6 and gen["gen_ppl"].between(1, 1e6).all()
     assert (gen["entropy"] > 0).all()

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from dlm.algos import load_module
+from dlm.config import ALGO_ARGS
 from dlm.data.dataset import PackedDataset, read_meta, unigram_counts
 from dlm.utils import provenance, write_json
 
@@ -84,7 +85,9 @@ def evaluate_ppl(ckpt: str, data_dir: str, split: str, batch_size: int, seed: in
     result = {"run": run, "algo": module.algo, "val_nll": nll, "val_nll_se": se, "val_ppl": math.exp(nll),
               "val_ppl_se": math.exp(nll) * se, "se_method": se_method, "pass_nll": pass_nll.tolist(),
               "num_tokens": tokens, "params": module.num_params(), "train_steps": module.global_step,
-              "model": module.hparams.model, "settings": settings, "provenance": provenance(settings)}
+              "model": module.hparams.model, "time_conditioning": module.hparams.time_conditioning,
+              "algo_args": {k: module.hparams[k] for k in ALGO_ARGS.get(module.algo, ()) if k in module.hparams},
+              "settings": settings, "provenance": provenance(settings)}
     write_json(out, result)
     return result
 

@@ -199,7 +199,8 @@ class DiT(nn.Module):
     """forward(x, sigma) -> logits (B, L, K).
 
     x is either token ids (B, L) or, for relaxed inputs (DUO curriculum), weights over the
-    vocabulary (B, L, K) that are multiplied into the embedding matrix.
+    vocabulary (B, L, K) that are multiplied into the embedding matrix, or, for the DUO++ top-k
+    input, a tuple (ids (B, L, k), weights (B, L, k)) embedded as the weighted sum of k rows.
     """
 
     def __init__(self, cfg: DiTConfig):
@@ -215,7 +216,13 @@ class DiT(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
+    def embed(self, x: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        if isinstance(x, tuple):  # DUO++ sparse soft input (Ch. II): sum_i weights_i E[ids_i]
+            ids, weights = x  # (B, L, k) each
+            B, L, k = ids.shape
+            flat = F.embedding_bag(ids.reshape(B * L, k), self.embedding, mode="sum",
+                                   per_sample_weights=weights.reshape(B * L, k).to(self.embedding.dtype))
+            return flat.view(B, L, -1)  # (B*L, d) -> (B, L, d)
         if x.dtype in (torch.long, torch.int32, torch.int64):
             return F.embedding(x, self.embedding)  # (B, L, d)
         return x.to(self.embedding.dtype) @ self.embedding  # (B, L, K) @ (K, d) -> (B, L, d)

@@ -250,6 +250,84 @@ def val_ppl_table(json_paths: Sequence[str | os.PathLike], out_stem: str | os.Pa
     return df
 
 
+def _val_ppl_rows(json_paths: Sequence[str | os.PathLike], algos: Sequence[str]) -> list[dict]:
+    rows = []
+    for p in json_paths:
+        obj = read_json(p)
+        if obj.get("algo") in algos:
+            for key in ("run", "algo", "val_nll", "val_ppl"):
+                if key not in obj:
+                    raise ValueError(f"{p}: required key {key!r} is missing")
+            rows.append(obj)
+    return rows
+
+
+def _bound_columns(obj: Mapping[str, Any]) -> dict[str, Any]:
+    return {"train_steps": obj.get("train_steps"), "val_ppl": obj["val_ppl"], "val_ppl_se": obj.get("val_ppl_se")}
+
+
+_BOUND_FORMATS = {"train_steps": ",d", "val_ppl": ".2f", "val_ppl_se": ".2f"}
+_BOUND_LABELS = {"run": "Run", "train_steps": "Steps", "val_ppl": "Val. PPL ↓"}
+
+
+def curriculum_table(json_paths: Sequence[str | os.PathLike], out_stem: str | os.PathLike) -> pd.DataFrame:
+    """The DUO curriculum ablation (DUO Sec. 5.1 / Ch. II): uniform-state runs without the curriculum
+    (UDLM, i.e. the DUO base loss throughout) against DUO's curriculum (full softmax input, cached
+    transformation) and DUO++ (top-k sparse input, 9th-degree polynomial), at the steps each trained.
+
+    Reads the val-PPL JSONs of algos udlm and duo (others are skipped): ``algo_args.curriculum``
+    gives the variant (schema defaults where a key is absent).
+    """
+    rows = []
+    for obj in _val_ppl_rows(json_paths, ("udlm", "duo")):
+        cur = {"input": "softmax", "transform": "cache", "top_k": 2, "end": 500000,
+               **((obj.get("algo_args") or {}).get("curriculum") or {})}
+        if obj["algo"] == "udlm":
+            variant, curriculum_steps, soft_input = "UDLM (no curriculum)", 0, "–"
+        else:
+            variant = "DUO++" if cur["input"] == "topk" else "DUO"
+            curriculum_steps = min(int(cur["end"]), int(obj.get("train_steps") or cur["end"]))
+            soft_input = f"top-{cur['top_k']}" if cur["input"] == "topk" else "softmax"
+        rows.append({"run": obj["run"], "variant": variant, "soft_input": soft_input,
+                     "transform": "–" if obj["algo"] == "udlm" else cur["transform"],
+                     "curriculum_steps": curriculum_steps, **_bound_columns(obj)})
+    if not rows:
+        raise ValueError("curriculum_table: no udlm or duo val-PPL JSONs given")
+    order = {"UDLM (no curriculum)": 0, "DUO": 1, "DUO++": 2}
+    df = pd.DataFrame(rows)
+    df = df.assign(_o=df["variant"].map(order)).sort_values(["_o", "run"], kind="mergesort").drop(columns="_o")
+    write_table(df, out_stem, caption="DUO curriculum ablation: validation perplexity (upper bound $\\pm$ "
+                "standard error) of uniform-state models trained without the curriculum, with DUO's curriculum "
+                "and with DUO++'s efficient curriculum.", label="tab:duo_curriculum",
+                formats={**_BOUND_FORMATS, "curriculum_steps": ",d"}, best={"val_ppl": "min"},
+                pm={"val_ppl": "val_ppl_se"},
+                labels={**_BOUND_LABELS, "variant": "Method", "soft_input": "Soft input", "transform": "alpha(t)",
+                        "curriculum_steps": "Curriculum steps"})
+    return df
+
+
+def gidd_table(json_paths: Sequence[str | os.PathLike], out_stem: str | os.PathLike) -> pd.DataFrame:
+    """GIDD by the uniform-noise share p_u (GIDD Sec. 5): validation bound of every gidd run with its
+    p_u and training weighting; MDLM runs are shown as the masked-diffusion reference."""
+    rows = []
+    for obj in _val_ppl_rows(json_paths, ("gidd", "mdlm")):
+        args = obj.get("algo_args") or {}
+        is_gidd = obj["algo"] == "gidd"
+        rows.append({"run": obj["run"], "algo": obj["algo"],
+                     "p_uniform": float(args.get("p_uniform", 0.0)) if is_gidd else np.nan,
+                     "weighting": args.get("loss_weighting", "none") if is_gidd else "ELBO",
+                     **_bound_columns(obj)})
+    if not any(r["algo"] == "gidd" for r in rows):
+        raise ValueError("gidd_table: no gidd val-PPL JSONs given")
+    df = pd.DataFrame(rows).sort_values(["algo", "p_uniform", "weighting", "run"], kind="mergesort",
+                                        key=lambda c: c.map({"mdlm": 0, "gidd": 1}) if c.name == "algo" else c)
+    write_table(df, out_stem, caption="GIDD by uniform-noise share $p_u$: validation perplexity (upper bound "
+                "$\\pm$ standard error); MDLM is the masked-diffusion reference.", label="tab:gidd_pu",
+                formats={**_BOUND_FORMATS, "p_uniform": ".2f"}, pm={"val_ppl": "val_ppl_se"},
+                labels={**_BOUND_LABELS, "algo": "Algo", "p_uniform": "p_u", "weighting": "Weighting"})
+    return df
+
+
 GEN_PPL_FIELDS = {"run": True, "algo": True, "sampler": True, "steps": True, "seed": False,
                   "gen_ppl": True, "entropy": False, "nfe": False, "seconds_per_sample": False,
                   "num_tokens": False, "num_samples": False}

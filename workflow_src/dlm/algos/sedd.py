@@ -1,0 +1,100 @@
+"""SEDD with the absorbing graph: score entropy discrete diffusion (Lou, Meng & Ermon 2024,
+arXiv 2310.16834), as run as a baseline in the MDLM and DUO code.
+
+Forward process: every token jumps to [MASK] at rate sigma'(t); over the total noise
+sigma_t = -log alpha_t it survives with probability e^{-sigma_t} = alpha_t (SEDD Sec. 3.3, "absorb"
+graph), i.e. the same marginal q(z_t | x) = Cat(alpha_t x + (1 - alpha_t) m) as MDLM.
+
+Network output (SEDD Sec. 3.5 / MDLM brief 1.8, `scale_by_sigma`): the DiT, conditioned on the total
+noise sigma_t, returns raw values that are turned into log concrete scores
+log s_theta(z_t, t)_y ~ log p_t(y) / p_t(z_t) by
+
+    log s_y = raw_y - log(e^sigma - 1) - log(K - 1),    log s_{z_t} := 0,
+
+K counting the [MASK] column. At a masked position the true score of a clean token y is
+p0(y | context) alpha_t / (1 - alpha_t) = p0(y | context) / (e^sigma - 1), so raw_y = log p0(y) + log(K - 1)
+is the exact score; in particular the zero-initialised head (raw = 0) starts at the uniform p0.
+
+Loss: the diffusion-weighted denoising score entropy (DWDSE, SEDD eq. 10 with the absorb graph's
+Q(x <- y) = 1 for x = mask), which is nonzero only where z_t = m. With r = 1 / (e^sigma - 1) = p_t(x0 | x0) /
+p_t(m | x0) and dsigma = sigma'(t) = -alpha'_t / alpha_t, per token
+
+    dsigma * [ sum_{y != m} s_y - r log s_{x0} + r (log r - 1) ]
+
+It upper-bounds -log p(x0) (SEDD Thm. 3.6, up to the prior term, which the code drops as in MDLM), so its
+token mean on the validation split is the reported bound (val PPL = exp of it).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from dlm.algos.base import Method
+from dlm.algos.mdlm import forward_mask
+
+
+def log_expm1(sigma: torch.Tensor) -> torch.Tensor:
+    """log(e^sigma - 1), with torch.expm1 below sigma = 0.5 for precision (as in the SEDD / MDLM code)."""
+    small = torch.expm1(sigma)
+    large = torch.exp(sigma) - 1.0
+    return torch.log(torch.where(sigma < 0.5, small, large))
+
+
+def absorb_log_score(raw: torch.Tensor, z: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """SEDD Sec. 3.5 absorb scaling: log s (B, L, K) = raw - log(e^sigma - 1) - log(K - 1), and 0 at z_t.
+
+    raw: (B, L, K) network output (K includes the [MASK] column); z: (B, L) noisy ids;
+    sigma: (B,) total noise -log alpha_t.
+    """
+    K = raw.shape[-1]
+    shift = log_expm1(sigma.to(raw.dtype)) + math.log(K - 1)  # (B,)
+    log_s = raw - shift[:, None, None]  # (B, L, K)
+    return log_s.scatter(-1, z[..., None], 0.0)  # the ratio p_t(z)/p_t(z) = 1
+
+
+def sedd_absorb_loss(log_score: torch.Tensor, x0: torch.Tensor, z: torch.Tensor, sigma: torch.Tensor,
+                     dsigma: torch.Tensor, mask_id: int) -> torch.Tensor:
+    """Per-token DWDSE (B, L) of the absorbing graph (SEDD eq. 10; MDLM brief 1.8), >= 0.
+
+        dsigma * [ sum_{y != m} s_y - r log s_{x0} + r (log r - 1) ]  at z = m,  0 elsewhere,
+
+    with r = 1 / expm1(sigma). Each y != m is a Bregman divergence of -log between s_y and its target
+    (r at y = x0, 0 otherwise), so the loss is 0 exactly when s_{x0} = r and s_y = 0 for the other y.
+
+    log_score: (B, L, K) log s_theta; x0, z: (B, L) clean and noisy ids; sigma, dsigma: (B,) total noise
+    and its rate. Computed in log_score's precision (at least float32).
+    """
+    if log_score.dtype in (torch.float16, torch.bfloat16):
+        log_score = log_score.float()
+    K = log_score.shape[-1]
+    masked = z == mask_id  # (B, L)
+    keep = masked[..., None] & (torch.arange(K, device=z.device) != mask_id)  # (B, L, K): y != m, masked rows
+    pos = torch.exp(torch.where(keep, log_score, float("-inf"))).sum(-1)  # (B, L) sum_{y != m} s_y
+    log_s_x0 = log_score.gather(-1, x0[..., None]).squeeze(-1)  # (B, L)
+    sigma = sigma.to(log_score.dtype)[:, None]  # (B, 1)
+    r = 1.0 / torch.expm1(sigma)  # (B, 1) = alpha / (1 - alpha)
+    dse = pos - r * log_s_x0 + r * (torch.log(r) - 1.0)  # (B, L)
+    dse = torch.where(masked, dse, torch.zeros_like(dse))
+    return dsigma.to(log_score.dtype)[:, None] * dse
+
+
+class SEDD(Method):
+    algo = "sedd"
+    default_time_conditioning = True  # conditioned on the total noise sigma_t (the default sigma_input)
+
+    def log_score(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """log s_theta(z_t, t): (B, L, K) log concrete scores (0 at the current token), for the samplers.
+
+        The scaling always uses the true total noise sigma_t, whatever the network is conditioned on."""
+        raw = self.backbone(z, self.sigma_input(t)).float()  # (B, L, K)
+        return absorb_log_score(raw, z, self.schedule.sigma(t))
+
+    def token_nll(self, batch, t, generator=None):
+        x = batch["input_ids"]  # (B, L)
+        alpha, dalpha = self.schedule.alpha(t), self.schedule.dalpha(t)  # (B,)
+        sigma = self.schedule.sigma(t)  # (B,) total noise
+        dsigma = -dalpha / alpha  # (B,) sigma'(t)
+        z = forward_mask(x, alpha, self.mask_id, generator)  # (B, L)
+        return sedd_absorb_loss(self.log_score(z, t), x, z, sigma, dsigma, self.mask_id)
