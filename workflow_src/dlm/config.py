@@ -17,8 +17,8 @@ SAMPLER_ALGOS: dict[str, tuple[str, ...]] = {
     "ar": ("ar",),
     "ar_nocache": ("ar",),
     "mdlm_ancestral": ("mdlm",),
-    "duo_ancestral": ("udlm",),
-    "duo_greedy_tail": ("udlm",),
+    "duo_ancestral": ("udlm", "duo"),
+    "duo_greedy_tail": ("udlm", "duo"),
 }
 
 
