@@ -13,6 +13,8 @@ apply_defaults(config, SCHEMA)
 
 CORPUS = config["corpus"]["name"]
 RUNS = sorted(config["runs"])
+IMPORTED = sorted(r for r in RUNS if config["runs"][r].get("import"))
+TRAINED = sorted(r for r in RUNS if r not in IMPORTED)
 
 
 wildcard_constraints:
@@ -21,6 +23,11 @@ wildcard_constraints:
     sampler=r"[a-z_]+",
     steps=r"\d+",
     seed=r"\d+",
+
+
+def only(runs):
+    """A wildcard constraint matching exactly these run names (none: matches nothing)."""
+    return "|".join(re.escape(r) for r in runs) or "(?!)"
 
 
 def tokenizer_id():
@@ -74,6 +81,18 @@ def sample_jobs():
 
 def gen_ppl_jsons():
     return [f"results/eval/{r}/gen_{s}_T{t}_s{seed}.json" for r, s, t, seed in sample_jobs()]
+
+
+def import_inputs(wildcards):
+    """The pipeline's tokenizer when the run names none (the imported model then decodes like the data), and
+    the source itself when it is a local path (a changed file reruns the import)."""
+    entry = config["runs"][wildcards.run]
+    inputs = {}
+    if not entry.get("tokenizer"):
+        inputs["tokenizer"] = f"resources/tokenizers/{tokenizer_id()}"
+    if os.path.exists(entry["import"]):
+        inputs["src"] = entry["import"]
+    return inputs
 
 
 def run_algo(run):

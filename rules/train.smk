@@ -6,6 +6,8 @@ rule train:
         unpack(train_inputs),
     output:
         ckpt="results/models/{run}/final.ckpt",
+    wildcard_constraints:
+        run=only(TRAINED),
     params:
         hp=run_params,
     log:

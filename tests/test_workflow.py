@@ -133,3 +133,25 @@ def test_smoke_run_end_to_end(tmp_path):
     assert counts["train"] == 1 and counts["val_ppl"] == 1
     assert counts["sample"] == 3 and counts["gen_ppl"] == 3  # the three udlm sample files
     assert "results/models/udlm/final.ckpt" in dry.stdout and "results/models/ar/final.ckpt" not in dry.stdout
+
+    # a released checkpoint enters the DAG in place of training (runs.NAME.import): the smoke MDLM's EMA
+    # weights written as a bare `backbone.`-prefixed safetensors file in the original MDLM names
+    from safetensors.torch import save_file
+
+    from dlm.algos import load_module
+    from dlm.models.convert import original_name
+
+    mdlm = load_module(str(res / "models" / "mdlm" / "final.ckpt"))
+    released = tmp_path / "released.safetensors"
+    save_file({"backbone." + original_name(k): v.contiguous() for k, v in mdlm.backbone.state_dict().items()},
+              str(released))
+    overlay = tmp_path / "import.yaml"
+    overlay.write_text(f"runs:\n  released: {{import: '{released}', algo: mdlm, n_heads: 2, length: 32}}\n")
+    targets = ["results/eval/released/val_ppl.json", "results/eval/released/gen_mdlm_ancestral_T4_s0.json"]
+    out = smk("--cores", "2", "--configfile", SMOKE, str(overlay), "--directory", str(work), *targets)
+    counts = job_counts(out.stdout + out.stderr)
+    assert counts == {"import_ckpt": 1, "val_ppl": 1, "sample": 1, "gen_ppl": 1}, counts
+    imported = json.loads((res / "eval" / "released" / "val_ppl.json").read_text())
+    trained = json.loads((res / "eval" / "mdlm" / "val_ppl.json").read_text())
+    assert imported["val_nll"] == trained["val_nll"]  # same weights, same seeded draws: the same bound
+    assert imported["pass_nll"] == trained["pass_nll"]

@@ -57,8 +57,25 @@ def cmd_val_ppl(a: argparse.Namespace) -> None:
     from dlm.evaluation.val_ppl import evaluate_ppl
 
     res = evaluate_ppl(a.ckpt, a.data, a.split, a.batch_size, a.seed, a.out, max_batches=a.max_batches,
-                       device=a.device, threads=a.threads)
-    print(json.dumps({k: res[k] for k in ("algo", "val_nll", "val_ppl", "num_tokens")}))
+                       device=a.device, threads=a.threads, passes=a.passes)
+    print(json.dumps({k: res[k] for k in ("algo", "val_nll", "val_nll_se", "val_ppl", "val_ppl_se", "num_tokens")}))
+
+
+def cmd_import(a: argparse.Namespace) -> None:
+    import yaml
+
+    from dlm.models.convert import import_checkpoint
+
+    algo_args = {}
+    for item in a.algo_arg or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--algo-arg expects KEY=VALUE, got {item!r}")
+        algo_args[key] = yaml.safe_load(value)
+    res = import_checkpoint(a.src, a.algo, a.out, tokenizer=a.tokenizer, length=a.length, n_heads=a.n_heads,
+                            tokenizer_out=a.tokenizer_out, use_ema=not a.raw_weights, algo_args=algo_args)
+    print(f"imported {a.src} ({res['layout']}, {res['weights']} weights) as {a.algo} -> {a.out} "
+          f"(tokenizer {res['tokenizer']} -> {res['tokenizer_dir']})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,12 +132,34 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", required=True, help="packed data dir")
     s.add_argument("--split", default="valid")
     s.add_argument("--batch-size", type=int, default=32)
-    s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--seed", type=int, default=1, help="seed of every draw (times and noise) of the bound")
+    s.add_argument("--passes", type=int, default=1, help="Monte-Carlo passes over the split (standard error "
+                   "from their spread when >= 2)")
     s.add_argument("--max-batches", type=int, default=None)
     s.add_argument("--device", default="auto")
     s.add_argument("--threads", type=int, default=None)
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_val_ppl)
+
+    s = sub.add_parser("import", help="convert a released MDLM/DUO/SEDD/GIDD checkpoint into a dlm checkpoint",
+                       description="SRC: a Lightning .ckpt (MDLM/DUO repos), a .safetensors/.bin/.pt file, a Hugging "
+                                   "Face model folder or a hub name (kuleshov-group/mdlm-owt, s-sahoo/duo, "
+                                   "s-sahoo/duo-distilled, louaaron/sedd-small, dvruette/gidd-*). EMA weights are "
+                                   "imported where the file has them. Files are read without a general unpickle.")
+    s.add_argument("src", help="checkpoint file, HF model folder or hub name")
+    s.add_argument("--algo", required=True, choices=["mdlm", "udlm", "sedd", "gidd", "ar", "d3pm", "duo"],
+                   help="our method (DUO base and distilled: udlm)")
+    s.add_argument("--out", required=True, help="output .ckpt path")
+    s.add_argument("--tokenizer", default=None, help="tokenizer name or path (default: the source folder's, else "
+                                                     "gpt2); saved next to --out")
+    s.add_argument("--tokenizer-out", default=None, help="where the tokenizer is saved (default: OUT.tokenizer)")
+    s.add_argument("--length", type=int, default=None, help="sequence length L (default: from the config)")
+    s.add_argument("--n-heads", type=int, default=None, help="attention heads; needed only when neither a config "
+                                                            "nor a rotary buffer gives them")
+    s.add_argument("--raw-weights", action="store_true", help="import the raw weights instead of the EMA")
+    s.add_argument("--algo-arg", action="append", metavar="KEY=VALUE",
+                   help="constructor argument of the method (YAML value), e.g. p_uniform=0.1; repeatable")
+    s.set_defaults(func=cmd_import)
     return p
 
 

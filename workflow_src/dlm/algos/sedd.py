@@ -49,8 +49,8 @@ def absorb_log_score(raw: torch.Tensor, z: torch.Tensor, sigma: torch.Tensor) ->
     sigma: (B,) total noise -log alpha_t.
     """
     K = raw.shape[-1]
-    shift = log_expm1(sigma.to(raw.dtype)) + math.log(K - 1)  # (B,)
-    log_s = raw - shift[:, None, None]  # (B, L, K)
+    # subtract the two terms one after the other, in the original's order: bit-identical imported logits
+    log_s = raw - log_expm1(sigma.to(raw.dtype))[:, None, None] - math.log(K - 1)  # (B, L, K)
     return log_s.scatter(-1, z[..., None], 0.0)  # the ratio p_t(z)/p_t(z) = 1
 
 

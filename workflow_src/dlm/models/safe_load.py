@@ -1,0 +1,205 @@
+"""Reading checkpoint files of other code bases without running code from them.
+
+Weight files are loaded without a general unpickle:
+
+* ``.safetensors``: ``safetensors.torch.load_file`` (no pickle at all);
+* ``.bin`` / ``.pt`` / ``.pth``: ``torch.load(weights_only=True)`` (torch's own restricted unpickler);
+* ``.ckpt`` (PyTorch Lightning checkpoints of the MDLM and DUO repositories) and files with any
+  other name: ``torch.load`` with :class:`RestrictedUnpickler` as its pickle module. Those
+  checkpoints pickle more than tensors: ``hyper_parameters`` holds the run's Hydra/OmegaConf config
+  (``omegaconf.dictconfig.DictConfig`` with ``omegaconf.nodes.*`` values) and the Hugging Face
+  tokenizer object (``transformers.*`` / ``tokenizers.*`` classes), which ``weights_only=True``
+  refuses. The restricted unpickler resolves every global the file names through a fixed policy:
+
+  1. tensor rebuild functions, ``torch.Size``/dtypes/devices, plain containers and the protocol-2
+     helpers (``_codecs.encode``, ``copyreg._reconstructor``) are the real objects (``_REAL``);
+  2. classes of known data-only libraries (OmegaConf, transformers, tokenizers, Lightning,
+     numpy, ...; ``STAND_IN_MODULES``) become inert stand-ins: a :class:`StandIn` subclass that
+     only records its constructor arguments and pickled state and never imports or calls
+     anything. :func:`to_plain` turns OmegaConf stand-ins back into plain dicts and lists (the
+     config's strings, interpolations included, stay strings: nothing is resolved or evaluated);
+  3. anything else (``os.system``, ``builtins.eval``, ``subprocess.*``, ``torch.load``, user
+     classes, ...) is refused with :class:`UnsafeCheckpointError` before it is imported, so a
+     malicious ``__reduce__`` never runs.
+
+  Storages are still read by torch's own zip reader (``torch.load`` calls ``persistent_load``
+  itself); only ``find_class`` is ours.
+"""
+
+from __future__ import annotations
+
+import _compat_pickle
+import codecs
+import collections
+import copyreg
+import os
+import pickle
+import types
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# modules whose classes are replaced by inert stand-ins (never imported): data-only objects that
+# Lightning checkpoints carry next to the weights and that an import does not need
+STAND_IN_MODULES = ("omegaconf", "transformers", "tokenizers", "lightning", "lightning_fabric", "pytorch_lightning",
+                    "lightning_utilities", "torchmetrics", "hydra", "huggingface_hub", "numpy", "typing", "pathlib",
+                    "argparse")
+
+_BUILTINS = ("dict", "list", "tuple", "set", "frozenset", "int", "float", "complex", "bool", "str", "bytes",
+             "bytearray", "slice", "range", "object")
+
+_REAL: dict[tuple[str, str], Any] = {
+    **{("builtins", name): getattr(__import__("builtins"), name) for name in _BUILTINS},
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("collections", "defaultdict"): collections.defaultdict,
+    ("_codecs", "encode"): codecs.encode,  # how protocol 2 stores bytes
+    ("copyreg", "_reconstructor"): copyreg._reconstructor,  # protocol 0/1 objects (class still vetted here)
+    ("torch._utils", "_rebuild_tensor"): torch._utils._rebuild_tensor,
+    ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
+    ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
+    ("torch", "Size"): torch.Size,
+    ("torch", "device"): torch.device,
+}
+
+
+class UnsafeCheckpointError(pickle.UnpicklingError, ValueError):
+    """The file names a global that is neither a tensor/container type nor a known data-only class."""
+
+
+class StandIn:
+    """Inert placeholder for an object of a class that is not imported.
+
+    Pickle may create it (NEWOBJ, REDUCE), give it state (BUILD) and items (SETITEMS, APPENDS); it
+    keeps them in `_args`, `_state`, `_items` and `_list` and does nothing else.
+    """
+
+    origin = "?"
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> StandIn:
+        obj = object.__new__(cls)
+        obj._args, obj._kwargs, obj._state, obj._items, obj._list = args, kwargs, None, {}, []
+        return obj
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        self._state = state
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._items[key] = value
+
+    def append(self, value: Any) -> None:
+        self._list.append(value)
+
+    def extend(self, values: Any) -> None:
+        self._list.extend(values)
+
+    def __repr__(self) -> str:
+        return f"<stand-in for {self.origin}>"
+
+
+_stand_ins: dict[str, type[StandIn]] = {}
+
+
+def stand_in(module: str, name: str) -> type[StandIn]:
+    """The (cached) inert class standing in for `module.name`."""
+    origin = f"{module}.{name}"
+    if origin not in _stand_ins:
+        _stand_ins[origin] = type(name.replace(".", "_"), (StandIn,), {"origin": origin, "__module__": __name__})
+    return _stand_ins[origin]
+
+
+def resolve_global(module: str, name: str) -> Any:
+    """The object a pickle's GLOBAL `module.name` is allowed to become (see the module docstring)."""
+    module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))  # Python 2 names (protocol 2)
+    module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+    if (module, name) in _REAL:
+        return _REAL[(module, name)]
+    if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
+        return getattr(torch, name)
+    if module.split(".")[0] in STAND_IN_MODULES:
+        return stand_in(module, name)
+    raise UnsafeCheckpointError(
+        f"refusing to unpickle global {module}.{name}: only tensors, plain containers and data-only classes of "
+        f"{', '.join(STAND_IN_MODULES)} are allowed (the file may run code when fully unpickled)")
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """pickle.Unpickler whose `find_class` is `resolve_global`: no global is imported unless allowlisted."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        return resolve_global(module, name)
+
+
+def _restricted_load(file: Any, **kwargs: Any) -> Any:
+    return RestrictedUnpickler(file, **kwargs).load()
+
+
+# the `pickle_module` handed to torch.load: torch subclasses its Unpickler (adding storage handling)
+RESTRICTED_PICKLE = types.ModuleType("dlm_restricted_pickle")
+RESTRICTED_PICKLE.Unpickler = RestrictedUnpickler
+RESTRICTED_PICKLE.load = _restricted_load
+RESTRICTED_PICKLE.__version__ = pickle.format_version
+
+
+def restricted_torch_load(path: str | os.PathLike) -> Any:
+    """torch.load of a (Lightning) checkpoint through RestrictedUnpickler, tensors on the CPU."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=RESTRICTED_PICKLE, mmap=False)
+    except RuntimeError as e:
+        if "pickle_module" in str(e):  # TORCH_FORCE_WEIGHTS_ONLY_LOAD is set: fall back to torch's own loader
+            return torch.load(path, map_location="cpu", weights_only=True)
+        raise
+
+
+def load_file(path: str | os.PathLike) -> Any:
+    """The object stored in a weights/checkpoint file, loaded safely according to its suffix."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        from safetensors.torch import load_file as load_safetensors
+
+        return load_safetensors(str(path), device="cpu")
+    if suffix in (".bin", ".pt", ".pth"):
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            raise UnsafeCheckpointError(f"{path}: refused by torch.load(weights_only=True): {e}") from e
+    return restricted_torch_load(path)
+
+
+def to_plain(obj: Any, _seen: set[int] | None = None) -> Any:
+    """Plain Python data from unpickled objects: OmegaConf stand-ins become dicts/lists/values,
+    dict-like stand-ins (Lightning's AttributeDict) dicts; other stand-ins are returned as they are."""
+    seen = set() if _seen is None else _seen
+    if id(obj) in seen:
+        return None  # a cycle (OmegaConf nodes point at their parents; those links are never followed)
+    if isinstance(obj, dict):
+        seen.add(id(obj))
+        out = {k: to_plain(v, seen) for k, v in obj.items()}
+        seen.discard(id(obj))
+        return out
+    if isinstance(obj, (list, tuple)):
+        seen.add(id(obj))
+        out = [to_plain(v, seen) for v in obj]
+        seen.discard(id(obj))
+        return out
+    if not isinstance(obj, StandIn):
+        return obj
+    state = obj._state
+    if isinstance(state, tuple) and len(state) == 2 and isinstance(state[1], dict):  # (dict state, slot state)
+        state = {**(state[0] or {}), **state[1]}
+    seen.add(id(obj))
+    try:
+        if obj.origin.startswith("omegaconf.") and isinstance(state, dict):
+            if obj.origin.endswith(("DictConfig", "ListConfig")):
+                return to_plain(state.get("_content"), seen)
+            if "_val" in state:  # omegaconf.nodes.*: AnyNode, StringNode, IntegerNode, ...
+                return to_plain(state["_val"], seen)
+        if obj._items or obj._list:
+            return to_plain(obj._items or obj._list, seen)
+        return obj
+    finally:
+        seen.discard(id(obj))
