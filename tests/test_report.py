@@ -173,8 +173,11 @@ def test_curriculum_and_gidd_tables(tmp_path):
     from dlm.report.tables import curriculum_table, gidd_table
 
     def val(name, algo, ppl, se, steps=1000, **args):
+        shift = {"udlm": 0.0, "duo": -0.1, "duopp": -0.09, "mdlm": 0.0, "g0": 0.01, "g1": 0.05}.get(name, 0.2)
+        passes = [5.0 + shift + 0.3 * i + (0.002 * i * i if name == "duo" else 0) for i in range(3)]
         return _dump(tmp_path, f"{name}.json", {"run": name, "algo": algo, "val_ppl": ppl, "val_nll": math.log(ppl),
-                                                "val_ppl_se": se, "train_steps": steps, "algo_args": args})
+                                                "val_ppl_se": se, "train_steps": steps, "algo_args": args,
+                                                "pass_nll": passes, "settings": {"seed": 1, "passes": 3}})
 
     paths = [val("udlm", "udlm", 250.0, 3.0), val("duo", "duo", 230.0, 2.5, curriculum={"end": 500}),
              val("duopp", "duo", 232.0, 2.5, curriculum={"input": "topk", "transform": "poly9", "end": 5000}),
@@ -187,9 +190,17 @@ def test_curriculum_and_gidd_tables(tmp_path):
     assert list(cur["soft_input"]) == ["–", "softmax", "top-2"]
     md = (tmp_path / "cur.md").read_text()
     assert "**230.00 ± 2.50**" in md and "ar" not in cur["run"].tolist()
+    # the paired difference to UDLM over the same seeded passes: the shared pass-to-pass spread cancels
+    d = [0.002 * i * i - 0.1 for i in range(3)]
+    assert cur["delta_nll"].tolist()[1] == pytest.approx(np.mean(d))
+    assert cur["delta_nll_se"].tolist()[1] == pytest.approx(np.std(d, ddof=1) / np.sqrt(3))
+    assert cur["delta_nll_se"].tolist()[2] == pytest.approx(0.0, abs=1e-12)
+    assert math.isnan(cur["delta_nll"].tolist()[0])  # the reference itself
+    assert "Δ NLL vs udlm (paired)" in md and r"$\Delta$" in (tmp_path / "cur.tex").read_text()
     gidd = gidd_table(paths, tmp_path / "gidd")
     assert list(gidd["run"]) == ["mdlm", "g0", "g1", "g2"]
     assert list(gidd["weighting"]) == ["ELBO", "none", "none", "dynamic"]
     assert "190.00 ± 1.70" in (tmp_path / "gidd.md").read_text()
+    assert gidd["delta_nll"].tolist()[1:] == pytest.approx([0.01, 0.05, 0.2])
     with pytest.raises(ValueError, match="no gidd"):
         gidd_table(paths[:4], tmp_path / "x")

@@ -28,7 +28,7 @@ Format = str | Callable[[Any], str]
 
 NA_MD = "–"
 NA_TEX = "--"
-_TEX_UNICODE = {"±": r"$\pm$", "↓": r"$\downarrow$", "↑": r"$\uparrow$", "×": r"$\times$"}
+_TEX_UNICODE = {"±": r"$\pm$", "↓": r"$\downarrow$", "↑": r"$\uparrow$", "×": r"$\times$", "Δ": r"$\Delta$"}
 # Row order of algorithms in the tables (others follow alphabetically).
 ALGO_ORDER = ("unigram", "ar", "sedd", "d3pm", "mdlm", "gidd", "udlm", "duo")
 
@@ -266,8 +266,28 @@ def _bound_columns(obj: Mapping[str, Any]) -> dict[str, Any]:
     return {"train_steps": obj.get("train_steps"), "val_ppl": obj["val_ppl"], "val_ppl_se": obj.get("val_ppl_se")}
 
 
-_BOUND_FORMATS = {"train_steps": ",d", "val_ppl": ".2f", "val_ppl_se": ".2f"}
+_BOUND_FORMATS = {"train_steps": ",d", "val_ppl": ".2f", "val_ppl_se": ".2f", "delta_nll": "+.4f",
+                  "delta_nll_se": ".4f"}
 _BOUND_LABELS = {"run": "Run", "train_steps": "Steps", "val_ppl": "Val. PPL ↓"}
+
+
+def paired_delta(obj: Mapping[str, Any], base: Mapping[str, Any] | None) -> tuple[float, float]:
+    """Difference of the per-token bound to a reference run with the same seeded draws (common random
+    numbers): mean over passes of (nll_run - nll_base) and its standard error std / sqrt(passes).
+
+    Runs evaluated with the same val_seed, passes, batch size and split share their t draws, so this
+    difference is far more precise than the two bounds' own standard errors suggest. NaN when there is
+    no reference, the settings differ, or there is only one pass.
+    """
+    if base is None or base is obj:
+        return np.nan, np.nan
+    same = ("seed", "passes", "batch_size", "max_batches", "split")
+    a, b = obj.get("settings") or {}, base.get("settings") or {}
+    pa, pb = obj.get("pass_nll") or [], base.get("pass_nll") or []
+    if any(a.get(k) != b.get(k) for k in same) or len(pa) < 2 or len(pa) != len(pb):
+        return np.nan, np.nan
+    d = np.asarray(pa, dtype=float) - np.asarray(pb, dtype=float)
+    return float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d)))
 
 
 def curriculum_table(json_paths: Sequence[str | os.PathLike], out_stem: str | os.PathLike) -> pd.DataFrame:
@@ -279,7 +299,10 @@ def curriculum_table(json_paths: Sequence[str | os.PathLike], out_stem: str | os
     gives the variant (schema defaults where a key is absent).
     """
     rows = []
-    for obj in _val_ppl_rows(json_paths, ("udlm", "duo")):
+    objs = _val_ppl_rows(json_paths, ("udlm", "duo"))
+    base = next((o for o in sorted(objs, key=lambda o: o["run"]) if o["algo"] == "udlm"), None)
+    for obj in objs:
+        delta, delta_se = paired_delta(obj, base)
         cur = {"input": "softmax", "transform": "cache", "top_k": 2, "end": 500000,
                **((obj.get("algo_args") or {}).get("curriculum") or {})}
         if obj["algo"] == "udlm":
@@ -290,7 +313,8 @@ def curriculum_table(json_paths: Sequence[str | os.PathLike], out_stem: str | os
             soft_input = f"top-{cur['top_k']}" if cur["input"] == "topk" else "softmax"
         rows.append({"run": obj["run"], "variant": variant, "soft_input": soft_input,
                      "transform": "–" if obj["algo"] == "udlm" else cur["transform"],
-                     "curriculum_steps": curriculum_steps, **_bound_columns(obj)})
+                     "curriculum_steps": curriculum_steps, **_bound_columns(obj), "delta_nll": delta,
+                     "delta_nll_se": delta_se})
     if not rows:
         raise ValueError("curriculum_table: no udlm or duo val-PPL JSONs given")
     order = {"UDLM (no curriculum)": 0, "DUO": 1, "DUO++": 2}
@@ -298,10 +322,12 @@ def curriculum_table(json_paths: Sequence[str | os.PathLike], out_stem: str | os
     df = df.assign(_o=df["variant"].map(order)).sort_values(["_o", "run"], kind="mergesort").drop(columns="_o")
     write_table(df, out_stem, caption="DUO curriculum ablation: validation perplexity (upper bound $\\pm$ "
                 "standard error) of uniform-state models trained without the curriculum, with DUO's curriculum "
-                "and with DUO++'s efficient curriculum.", label="tab:duo_curriculum",
+                "and with DUO++'s efficient curriculum; $\\Delta$ NLL: the paired difference of the bound to UDLM "
+                "over the same seeded Monte-Carlo passes (nats/token, $\\pm$ its standard error).", label="tab:duo_curriculum",
                 formats={**_BOUND_FORMATS, "curriculum_steps": ",d"}, best={"val_ppl": "min"},
-                pm={"val_ppl": "val_ppl_se"},
+                pm={"val_ppl": "val_ppl_se", "delta_nll": "delta_nll_se"},
                 labels={**_BOUND_LABELS, "variant": "Method", "soft_input": "Soft input", "transform": "alpha(t)",
+                        "delta_nll": f"Δ NLL vs {base['run'] if base else 'UDLM'} (paired)",
                         "curriculum_steps": "Curriculum steps"})
     return df
 
@@ -310,21 +336,26 @@ def gidd_table(json_paths: Sequence[str | os.PathLike], out_stem: str | os.PathL
     """GIDD by the uniform-noise share p_u (GIDD Sec. 5): validation bound of every gidd run with its
     p_u and training weighting; MDLM runs are shown as the masked-diffusion reference."""
     rows = []
-    for obj in _val_ppl_rows(json_paths, ("gidd", "mdlm")):
+    objs = _val_ppl_rows(json_paths, ("gidd", "mdlm"))
+    base = next((o for o in sorted(objs, key=lambda o: o["run"]) if o["algo"] == "mdlm"), None)
+    for obj in objs:
+        delta, delta_se = paired_delta(obj, base)
         args = obj.get("algo_args") or {}
         is_gidd = obj["algo"] == "gidd"
         rows.append({"run": obj["run"], "algo": obj["algo"],
                      "p_uniform": float(args.get("p_uniform", 0.0)) if is_gidd else np.nan,
                      "weighting": args.get("loss_weighting", "none") if is_gidd else "ELBO",
-                     **_bound_columns(obj)})
+                     **_bound_columns(obj), "delta_nll": delta, "delta_nll_se": delta_se})
     if not any(r["algo"] == "gidd" for r in rows):
         raise ValueError("gidd_table: no gidd val-PPL JSONs given")
     df = pd.DataFrame(rows).sort_values(["algo", "p_uniform", "weighting", "run"], kind="mergesort",
                                         key=lambda c: c.map({"mdlm": 0, "gidd": 1}) if c.name == "algo" else c)
     write_table(df, out_stem, caption="GIDD by uniform-noise share $p_u$: validation perplexity (upper bound "
-                "$\\pm$ standard error); MDLM is the masked-diffusion reference.", label="tab:gidd_pu",
-                formats={**_BOUND_FORMATS, "p_uniform": ".2f"}, pm={"val_ppl": "val_ppl_se"},
-                labels={**_BOUND_LABELS, "algo": "Algo", "p_uniform": "p_u", "weighting": "Weighting"})
+                "$\\pm$ standard error); MDLM is the masked-diffusion reference; $\\Delta$ NLL: the paired difference of "
+                "the bound to MDLM over the same seeded Monte-Carlo passes (nats/token, $\\pm$ its standard error).", label="tab:gidd_pu",
+                formats={**_BOUND_FORMATS, "p_uniform": ".2f"}, pm={"val_ppl": "val_ppl_se", "delta_nll": "delta_nll_se"},
+                labels={**_BOUND_LABELS, "algo": "Algo", "p_uniform": "p_u", "weighting": "Weighting",
+                        "delta_nll": f"Δ NLL vs {base['run'] if base else 'MDLM'} (paired)"})
     return df
 
 
