@@ -30,10 +30,13 @@ def main() -> None:
         key = "train " + tsv.stem if rule == "train" else rule
         per_rule[key].append(float(df["s"].iloc[-1]))
     lines = ["## The embedded default end to end (`make run`, config/config.yaml)", "",
-             f"Wall-clock: **{a.wall / 60:.1f} min** on 2 CPU cores (target: at most 20 min).", "",
+             f"Wall-clock: **{a.wall / 60:.1f} min** on 2 CPU cores (budget: at most 60 min with every capability; "
+             "the training share at most about 40 min).", "",
              "| job group | jobs | compute seconds |", "|---|---:|---:|"]
     lines += [f"| {k} | {len(v)} | {sum(v):.0f} |" for k, v in sorted(per_rule.items())]
-    for name in ("val_ppl", "gen_ppl"):
+    train = sum(sum(v) for k, v in per_rule.items() if k.startswith("train "))
+    lines += ["", f"Training, all runs: {train / 60:.1f} min of compute."]
+    for name in ("val_ppl", "duo_curriculum", "gidd_pu", "gen_ppl"):
         md = work / "results" / "tables" / f"{name}.md"
         if md.exists():
             lines += ["", f"`results/tables/{name}.md`:", "", md.read_text().strip()]

@@ -13,7 +13,8 @@ BENCH = ROOT / "bench"
 
 
 def main() -> None:
-    for script in ("bench_integral.py", "bench_train.py", "bench_sample.py"):
+    for script in ("bench_integral.py", "bench_train.py", "bench_duo_curriculum.py", "bench_loop_overhead.py",
+                   "bench_sample.py"):
         print(f"== {script}", flush=True)
         subprocess.run([sys.executable, str(BENCH / script)], check=True)
     assemble()
@@ -24,7 +25,8 @@ def assemble() -> None:
              f"Recorded {dt.date.today().isoformat()} on {platform.platform()}, Python {platform.python_version()}, "
              "2 CPU cores (no GPU). Numbers are ratios against baselines measured in the same run where "
              "stated; absolute seconds vary with machine load.", ""]
-    for name in ("integral", "train", "sample", "default_run"):
+    # training_notes.md is written by hand: what the three training benchmarks show
+    for name in ("integral", "train", "duo_curriculum", "loop_overhead", "training_notes", "sample", "default_run"):
         f = BENCH / "results" / f"{name}.md"
         if f.exists():
             parts += [f.read_text().strip(), ""]

@@ -266,7 +266,7 @@ def _bound_columns(obj: Mapping[str, Any]) -> dict[str, Any]:
     return {"train_steps": obj.get("train_steps"), "val_ppl": obj["val_ppl"], "val_ppl_se": obj.get("val_ppl_se")}
 
 
-_BOUND_FORMATS = {"train_steps": ",d", "val_ppl": ".2f", "val_ppl_se": ".2f", "delta_nll": "+.4f",
+_BOUND_FORMATS = {"train_steps": ",d", "val_ppl": ".2f", "val_ppl_se": ".2f", "delta_nll": ".4f",
                   "delta_nll_se": ".4f"}
 _BOUND_LABELS = {"run": "Run", "train_steps": "Steps", "val_ppl": "Val. PPL ↓"}
 
