@@ -91,3 +91,18 @@ def test_defaults_fill_train_defaults_but_not_runs():
     assert cfg["runs"]["a"] == {"algo": "ar", "trainer": {"max_steps": 3}}  # untouched...
     run = resolve_run(cfg, "a")  # ...so the run inherits train_defaults, not the schema defaults
     assert run["trainer"]["batch_size"] == 16 and run["trainer"]["max_steps"] == 3
+
+
+def test_defaults_do_not_hand_every_method_every_algo_arg():
+    import yaml
+
+    from dlm.config import ALGO_ARGS, apply_defaults, check_config, resolve_run
+
+    schema = str(ROOT / "config" / "schema.yaml")
+    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    check_config(cfg, schema)
+    apply_defaults(cfg, schema)
+    for run in cfg["runs"]:
+        hp = resolve_run(cfg, run)
+        assert set(hp.get("algo_args", {})) <= set(ALGO_ARGS[hp["algo"]]), (run, hp.get("algo_args"))
+    assert resolve_run(cfg, "mdlm")["trainer"]["grad_clip"] == 1.0  # other schema defaults are still filled

@@ -95,9 +95,15 @@ def resolve_run(config: dict, name: str) -> dict[str, Any]:
     return merged
 
 
+# not filled with schema defaults: run entries inherit train_defaults (through `resolve_run`), and each
+# method owns the defaults of its algo_args (filling them in would hand every method every algo's keys)
+NOT_FILLED = ("runs", "algo_args")
+
+
 def apply_defaults(config: dict, schema_path: str) -> dict:
     """Fill the schema's defaults into `config` (in place) -- except inside `runs`, whose entries
-    inherit from `train_defaults` (which does get the schema defaults) through `resolve_run`."""
+    inherit from `train_defaults` (which does get the schema defaults) through `resolve_run`, and
+    inside `algo_args`, whose defaults the methods themselves apply."""
     with open(schema_path) as f:
         schema = yaml.safe_load(f)
     definitions = schema.get("definitions", {})
@@ -110,11 +116,13 @@ def apply_defaults(config: dict, schema_path: str) -> dict:
     def fill(node: dict, value: dict) -> None:
         for key, sub in deref(node).get("properties", {}).items():
             sub = deref(sub)
+            if key in NOT_FILLED:
+                continue
             if key not in value and "default" in sub:
                 value[key] = copy.deepcopy(sub["default"])
-            elif key not in value and key != "runs" and sub.get("type") == "object" and "properties" in sub:
+            elif key not in value and sub.get("type") == "object" and "properties" in sub:
                 value[key] = {}
-            if isinstance(value.get(key), dict) and key != "runs":
+            if isinstance(value.get(key), dict):
                 fill(sub, value[key])
 
     fill(schema, config)
