@@ -10,8 +10,8 @@ The runs are the config's `duo` (softmax + cache) and `duo_pp` (topk k = 2 + pol
 end 400; every timed step is a curriculum step (`loss(batch, step=i)`, i <= 400). `udlm` (the same
 bound with a discrete input, i.e. no curriculum) is measured alongside as the floor a cheaper
 curriculum could reach. Each measurement is a fresh subprocess (`bench_train.py --child`), the three
-runs alternate over ROUNDS rounds; a round's time is the median of its timed steps and a run's time
-is its best round; DUO++/DUO is best / best, with
+runs alternate over ROUNDS rounds; a round's time is its fastest timed step (every step does the
+same work; see bench_train.py) and a run's time is its best round; DUO++/DUO is best / best, with
 the per-round ratios as the spread. Memory: peak RSS and the training increment (peak RSS - RSS before
 the first step), also in units of one (B, L, K) float32 tensor.
 
@@ -79,6 +79,8 @@ def summarise(sz: dict, rounds: list[dict]) -> dict:
         r = {"params": rounds[0][name]["params"],
              "seconds_per_step": min(rd[name]["seconds_per_step"] for rd in rounds),
              "seconds_per_step_rounds": [rd[name]["seconds_per_step"] for rd in rounds],
+             "median_seconds_per_step_rounds": [rd[name]["median_seconds_per_step"] for rd in rounds],
+             "loadavg_rounds": [rd[name]["loadavg"] for rd in rounds],
              "peak_rss_mb": statistics.median(rd[name]["peak_rss_mb"] for rd in rounds),
              "training_increment_mb": statistics.median(rd[name]["training_increment_mb"] for rd in rounds)}
         r["increment_in_BLK_tensors"] = r["training_increment_mb"] / blk_mb
@@ -110,8 +112,8 @@ def write(info: dict, sizes: list[dict]) -> None:
              "(the config's runs, curriculum end 400); `udlm` = the same bound with a discrete input (no "
              "curriculum), for reference. Every timed step is a curriculum step (loss + backward + clip + AdamW). "
              "Fresh subprocess per measurement, the three runs alternating over 3 rounds (2 when a size has "
-             f"taken more than {BUDGET_S} s), median step of a round, best round; DUO++/DUO = best / best, the "
-             "per-round ratios in brackets. *train +MB* = peak RSS - RSS before the first step; *in BLK* = that "
+             f"taken more than {BUDGET_S} s); s/step = the fastest step of all rounds; DUO++/DUO = best / best, "
+             "the per-round ratios in brackets. *train +MB* = peak RSS - RSS before the first step; *in BLK* = that "
              "increment in units of one (B, L, K) float32 tensor. *input build* and *embed fwd+bwd* time the two "
              "parts of a step that DUO++ replaces (best of 3, in the same subprocesses).", "",
              "| size | run | params | s/step | DUO++/DUO time | peak RSS (MB) | train +MB | in BLK | "

@@ -10,10 +10,11 @@ directory with `dlm.diffusion.integral`, as the `integral` rule does), duo_pp = 
 d3pm T = 1000, gidd p_u = 0.1.
 
 Every measurement is a fresh subprocess (so its peak RSS is its own). Methods are measured in ROUNDS
-alternating rounds (ar, mdlm, ..., gidd, ar, mdlm, ...). A round's time is the median of its timed
-steps (robust to a burst of load from other jobs on the shared cores); a method's time is its best
-round, and the ratio to AR (the baseline, measured in the same run) is best / best; the per-round
-ratios give the spread. Memory: peak RSS of the process (ru_maxrss, includes the ~0.3 GB of torch itself) and the
+alternating rounds (ar, mdlm, ..., gidd, ar, mdlm, ...). Every step of a run does the same work, so
+a round's time is its fastest timed step (the least disturbed by the other jobs on the shared cores:
+with 2 OpenMP threads a step slows down several-fold whenever one of them is descheduled); a method's
+time is its best round, and the ratio to AR (the baseline, measured in the same run) is best / best.
+Medians and means are in the JSON. Memory: peak RSS of the process (ru_maxrss, includes the ~0.3 GB of torch itself) and the
 training increment = peak RSS - RSS just before the first step (model, optimiser state, activations).
 
 The malloc-tuning comparison (same step with glibc's default allocator settings) is kept for two
@@ -94,7 +95,8 @@ def child(spec: dict) -> dict:
         step(i)
         times.append(time.perf_counter() - t0)
     out = {"name": spec["name"], "params": m.num_params(), "step_seconds": times,
-           "seconds_per_step": statistics.median(times), "mean_seconds_per_step": sum(times) / len(times),
+           "seconds_per_step": min(times), "median_seconds_per_step": statistics.median(times),
+           "mean_seconds_per_step": sum(times) / len(times), "loadavg": os.getloadavg(),
            "rss_before_training_mb": rss0,
            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     out["training_increment_mb"] = out["peak_rss_mb"] - rss0
@@ -228,7 +230,9 @@ def main() -> None:
                "vs_ar_per_round": per_round_ratio,
                "peak_rss_mb": statistics.median(rd[name]["peak_rss_mb"] for rd in rounds),
                "training_increment_mb": statistics.median(rd[name]["training_increment_mb"] for rd in rounds),
-               "seconds_per_step_rounds": [rd[name]["seconds_per_step"] for rd in rounds]}
+               "seconds_per_step_rounds": [rd[name]["seconds_per_step"] for rd in rounds],
+               "median_seconds_per_step_rounds": [rd[name]["median_seconds_per_step"] for rd in rounds],
+               "loadavg_rounds": [rd[name]["loadavg"] for rd in rounds]}
         if name in MALLOC_RUNS:
             row["tuned_vs_default_malloc"] = best(name + "/default_malloc") / best(name)
             row["tuned_vs_default_malloc_per_round"] = [
@@ -254,17 +258,18 @@ def write(info: dict, setup: dict, rows: list[dict]) -> None:
              f"1-min load average {load}), torch {info['torch']}; bench/bench_train.py, {info['wall_seconds']:.0f} s.",
              "One step = `loss(batch, step)` (the training objective: DUO runs its curriculum step) + backward + "
              "grad clip + AdamW, with each run's algo_args from config/config.yaml. Each measurement is a fresh "
-             f"subprocess: {s['warmup']} warm-up + {s['steps']} timed steps, median step; {s['rounds']} alternating "
-             "rounds over all methods, best round reported (the rounds' own times show the noise of the shared "
-             "machine). *vs AR* = AR's best s/step / the method's best s/step, AR measured in the same run. Peak "
+             f"subprocess: {s['warmup']} warm-up + {s['steps']} timed steps; {s['rounds']} alternating rounds over "
+             "all methods; s/step = the fastest step of all rounds (every step does the same work; the rounds' "
+             "own fastest and median steps show the noise of the shared machine). *vs AR* = AR's best s/step / the method's best s/step, AR measured in the same run. Peak "
              "RSS includes torch itself (~0.3 GB); *train +MB* = peak RSS - RSS before the first step (optimiser "
              "state, gradients, activations).", "",
-             "| run | algo / args | parameters | s/step | tokens/s | vs AR | s/step of each round | peak RSS (MB) | "
-             "train +MB |",
+             "| run | algo / args | parameters | s/step | tokens/s | vs AR | rounds: fastest (median) step | "
+             "peak RSS (MB) | train +MB |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         args = short_args(r["algo_args"])
-        each = " / ".join(f"{v:.3f}" for v in r["seconds_per_step_rounds"])
+        each = " / ".join(f"{v:.3f} ({m:.3f})" for v, m in zip(r["seconds_per_step_rounds"],
+                                                                r["median_seconds_per_step_rounds"]))
         lines.append(f"| {r['run']} | {r['algo']}{' (' + args + ')' if args else ''} | {r['params']:,} | "
                      f"{r['seconds_per_step']:.3f} | {r['tokens_per_s']:,.0f} | {r['throughput_vs_ar']:.2f}x | "
                      f"{each} | {r['peak_rss_mb']:.0f} | {r['training_increment_mb']:.0f} |")

@@ -21,6 +21,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--wall", type=float, required=True, help="end-to-end wall-clock seconds of `make run`")
     ap.add_argument("--workdir", default=str(ROOT))
+    ap.add_argument("--note", default="", help="a sentence on how the run was made (shown under the wall-clock)")
     a = ap.parse_args()
     work = Path(a.workdir)
     per_rule: dict[str, list[float]] = defaultdict(list)
@@ -32,6 +33,7 @@ def main() -> None:
     lines = ["## The embedded default end to end (`make run`, config/config.yaml)", "",
              f"Wall-clock: **{a.wall / 60:.1f} min** on 2 CPU cores (budget: at most 60 min with every capability; "
              "the training share at most about 40 min).", "",
+             *([a.note, ""] if a.note else []),
              "| job group | jobs | compute seconds |", "|---|---:|---:|"]
     lines += [f"| {k} | {len(v)} | {sum(v):.0f} |" for k, v in sorted(per_rule.items())]
     train = sum(sum(v) for k, v in per_rule.items() if k.startswith("train "))
