@@ -14,8 +14,9 @@ alternating rounds (ar, mdlm, ..., gidd, ar, mdlm, ...). Every step of a run doe
 a round's time is its fastest timed step (the least disturbed by the other jobs on the shared cores:
 with 2 OpenMP threads a step slows down several-fold whenever one of them is descheduled); a method's
 time is its best round, and the ratio to AR (the baseline, measured in the same run) is best / best.
-Medians and means are in the JSON. Memory: peak RSS of the process (ru_maxrss, includes the ~0.3 GB of torch itself) and the
-training increment = peak RSS - RSS just before the first step (model, optimiser state, activations).
+Medians and means are in the JSON. Memory: peak RSS of the process (ru_maxrss, includes the ~0.3 GB
+of torch itself) and the training increment = peak RSS - RSS just before the first step (optimiser
+state, gradients, activations).
 
 The malloc-tuning comparison (same step with glibc's default allocator settings) is kept for two
 methods only (ar, duo), alternated with the tuned runs in the same rounds: it costs ~6 subprocesses.
@@ -260,7 +261,8 @@ def write(info: dict, setup: dict, rows: list[dict]) -> None:
              "grad clip + AdamW, with each run's algo_args from config/config.yaml. Each measurement is a fresh "
              f"subprocess: {s['warmup']} warm-up + {s['steps']} timed steps; {s['rounds']} alternating rounds over "
              "all methods; s/step = the fastest step of all rounds (every step does the same work; the rounds' "
-             "own fastest and median steps show the noise of the shared machine). *vs AR* = AR's best s/step / the method's best s/step, AR measured in the same run. Peak "
+             "own fastest and median steps show the noise of the shared machine). *vs AR* = AR's best s/step / "
+             "the method's best s/step, AR measured in the same run. Peak "
              "RSS includes torch itself (~0.3 GB); *train +MB* = peak RSS - RSS before the first step (optimiser "
              "state, gradients, activations).", "",
              "| run | algo / args | parameters | s/step | tokens/s | vs AR | rounds: fastest (median) step | "
