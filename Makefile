@@ -19,7 +19,7 @@ run: setup
 	$(VENV)/bin/snakemake --profile profiles/local --cores $(CORES)
 
 smoke: setup
-	$(VENV)/bin/snakemake --profile profiles/local --cores $(CORES) --configfile config/smoke.yaml
+	$(VENV)/bin/snakemake --profile profiles/smoke --configfile config/smoke.yaml
 
 test: setup
 	$(PY) -m pytest -q

@@ -2,7 +2,7 @@
 import os
 import re
 
-from dlm.config import apply_defaults, check_config, resolve_run
+from dlm.config import apply_defaults, check_config, resolve_run, resolve_variant
 
 # validate against config/schema.yaml before anything runs (errors name key, value and expectation),
 # then fill the schema defaults (run entries inherit train_defaults instead; see dlm.config)
@@ -14,13 +14,14 @@ apply_defaults(config, SCHEMA)
 CORPUS = config["corpus"]["name"]
 RUNS = sorted(config["runs"])
 IMPORTED = sorted(r for r in RUNS if config["runs"][r].get("import"))
-TRAINED = sorted(r for r in RUNS if r not in IMPORTED)
+DISTILLED = sorted(r for r in RUNS if config["runs"][r].get("distill"))
+TRAINED = sorted(r for r in RUNS if r not in IMPORTED and r not in DISTILLED)
 
 
 wildcard_constraints:
     corpus=r"[A-Za-z0-9_.-]+",
     run="|".join(RUNS),
-    sampler=r"[a-z_]+",
+    sampler=r"[a-z][a-z0-9_]*",
     steps=r"\d+",
     seed=r"\d+",
 
@@ -56,6 +57,24 @@ def train_inputs(wildcards):
     return inputs
 
 
+def distill_inputs(wildcards):
+    """Round k starts from round k-1 (round 1: the base run's final checkpoint); DCD reads the integral cache
+    (its alpha_t comes from the Gaussian-to-discrete transformation, as in DUO)."""
+    run, k = wildcards.run, int(wildcards.k)
+    spec = config["runs"][run]["distill"]
+    if not 1 <= k <= spec["rounds"]:
+        raise ValueError(f"runs.{run}.distill.rounds is {spec['rounds']}: no round {k}")
+    init = f"results/models/{run}/round_{k - 1}.ckpt" if k > 1 else f"results/models/{spec['from']}/final.ckpt"
+    inputs = {"data": f"results/data/{CORPUS}/packed", "init": init}
+    if run_algo(run) == "dcd":
+        inputs["integral"] = integral_path()
+    return inputs
+
+
+def last_round(wildcards):
+    return f"results/models/{wildcards.run}/round_{config['runs'][wildcards.run]['distill']['rounds']}.ckpt"
+
+
 def judge_is_run():
     return config["evaluation"]["judge"] in config["runs"]
 
@@ -70,17 +89,75 @@ def judge_arg(wildcards, input):
 
 
 def sample_jobs():
-    """(run, sampler, steps, seed) for every planned sample file."""
+    """(run, sampler variant, steps, seed) for every planned sample file (plan order, no duplicates)."""
     jobs = []
     for entry in config["sampling"]["plan"]:
         for steps in entry["steps"]:
-            for seed in config["sampling"]["seeds"]:
-                jobs.append((entry["run"], entry["sampler"], steps, seed))
+            for seed in entry.get("seeds", config["sampling"]["seeds"]):
+                job = (entry["run"], entry["sampler"], steps, seed)
+                if job not in jobs:
+                    jobs.append(job)
     return jobs
+
+
+def variant(wildcards):
+    """The full settings of the sampler variant of a sample file (a changed setting reruns it)."""
+    return resolve_variant(config, wildcards.sampler)
+
+
+def sample_inputs(wildcards):
+    """The checkpoint, and the packed data when the variant takes held-out prompts."""
+    inputs = {"ckpt": f"results/models/{wildcards.run}/final.ckpt"}
+    prompts = config["sampling"]["prompts"]
+    if variant(wildcards)["condition"] != "none" and prompts["source"] == "heldout":
+        inputs["data"] = f"results/data/{CORPUS}/packed"
+    elif variant(wildcards)["condition"] != "none":
+        inputs["prompts"] = prompts["path"]
+    return inputs
 
 
 def gen_ppl_jsons():
     return [f"results/eval/{r}/gen_{s}_T{t}_s{seed}.json" for r, s, t, seed in sample_jobs()]
+
+
+def job_settings(job):
+    """(algo, full sampler settings) of a planned sample job."""
+    run, sampler, _, _ = job
+    return run_algo(run), resolve_variant(config, sampler)
+
+
+# which sample files each sampler table reads (a changed setting reruns only the tables that read it)
+def _plain(s):
+    return s["condition"] == "none" and not s["self_correct"]
+
+
+SAMPLER_TABLES = {
+    "distill": lambda algo, s: _plain(s) and algo in ("duo", "udlm", "dcd", "mdlm", "sdtt")
+    and s["sampler"] in ("duo_ancestral", "duo_greedy_tail", "mdlm_ancestral"),
+    "remdm": lambda algo, s: _plain(s) and algo == "mdlm"
+    and (s["sampler"].startswith("remdm_") or s["sampler"] == "mdlm_ancestral"),
+    "sampler_speed": lambda algo, s: _plain(s),
+    "semi_ar": lambda algo, s: _plain(s) and s["sampler"] in ("mdlm_semi_ar", "mdlm_ancestral") and algo == "mdlm",
+    "self_correction": lambda algo, s: bool(s["self_correct"]),
+}
+
+
+def gen_jsons_for(table):
+    """Gen-PPL JSONs of the planned sample files that `table` reads."""
+    keep = SAMPLER_TABLES[table]
+    return [f"results/eval/{r}/gen_{s}_T{t}_s{seed}.json" for r, s, t, seed in sample_jobs()
+            if keep(*job_settings((r, s, t, seed)))]
+
+
+def sampler_tables():
+    """The sampler tables this config has data for (semi-AR and distillation need their own samplers)."""
+    jobs = [job_settings(j) for j in sample_jobs()]
+    need = {"distill": any(a in ("dcd", "sdtt") for a, _ in jobs),
+            "remdm": any(s["sampler"].startswith("remdm_") for _, s in jobs),
+            "sampler_speed": any(_plain(s) for _, s in jobs),
+            "semi_ar": any(s["sampler"] == "mdlm_semi_ar" for _, s in jobs),
+            "self_correction": any(s["self_correct"] for _, s in jobs)}
+    return [t for t, ok in need.items() if ok]
 
 
 def import_inputs(wildcards):
@@ -122,4 +199,5 @@ def all_targets():
         targets += gen_ppl_jsons()
         targets += expand("results/tables/gen_ppl.{ext}", ext=["csv", "md", "tex"])
         targets += expand("results/figures/gen_ppl_steps.{ext}", ext=["pdf", "png"])
+        targets += expand("results/tables/{table}.{ext}", table=sampler_tables(), ext=["csv", "md", "tex"])
     return targets

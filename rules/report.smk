@@ -74,3 +74,20 @@ rule figure_gen_ppl:
         "../environment.yml"
     script:
         "../workflow_src/dlm/scripts/figure.py"
+
+
+rule table_sampler:
+    input:
+        lambda wildcards: gen_jsons_for(wildcards.table),
+    output:
+        expand("results/tables/{{table}}.{ext}", ext=["csv", "md", "tex"]),
+    wildcard_constraints:
+        table="|".join(SAMPLER_TABLES),
+    params:
+        table=lambda wildcards: wildcards.table,
+    log:
+        "logs/report/table_{table}.log",
+    conda:
+        "../environment.yml"
+    script:
+        "../workflow_src/dlm/scripts/tables.py"

@@ -1,15 +1,16 @@
-# Sampling (GPU rule): one JSONL of samples per (run, sampler, steps, seed).
+# Sampling (GPU rule): one JSONL of samples per (run, sampler variant, steps, seed).
 
 
 rule sample:
     input:
-        ckpt="results/models/{run}/final.ckpt",
+        unpack(sample_inputs),
     output:
         "results/samples/{run}/{sampler}_T{steps}_s{seed}.jsonl",
     params:
         num_samples=config["sampling"]["num_samples"],
         batch_size=config["sampling"]["batch_size"],
-        nucleus_p=config["sampling"]["nucleus_p"],
+        settings=variant,
+        prompts=config["sampling"]["prompts"],
     log:
         "logs/sample/{run}/{sampler}_T{steps}_s{seed}.log",
     conda:

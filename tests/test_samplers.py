@@ -4,9 +4,10 @@ import math
 
 import pytest
 import torch
+from conftest import record_inputs
 import torch.nn.functional as F
 
-from dlm.sampling import get_sampler
+from dlm.sampling import get_sampler, run_sampler
 from dlm.sampling.common import sample_categorical, time_grid, top_p_filter
 from dlm.sampling.duo import uniform_posterior
 
@@ -79,8 +80,7 @@ class ConstantDenoiser(torch.nn.Module):
 def test_samplers_follow_a_deterministic_denoiser(module_factory, algo, sampler):
     m = module_factory(algo, vocab_size=16, block_length=12).eval()
     m.backbone = ConstantDenoiser(16, 5)
-    fn, kw = get_sampler(sampler, algo)
-    out = fn(m, n=3, steps=8, generator=torch.Generator().manual_seed(0), **kw)
+    out = run_sampler(m, sampler, n=3, steps=8, generator=torch.Generator().manual_seed(0))
     toks = out["tokens"]
     assert toks.shape == (3, 12)
     body = toks[:, 1:] if algo == "ar" else toks
@@ -94,10 +94,9 @@ def test_mdlm_calls_the_network_only_when_a_token_unmasks(module_factory):
     """x_theta is needed only at steps where some position unmasks: NFE <= L (+1) even for T >> L,
     with or without time conditioning (this subsumes MDLM's ddpm_cache)."""
     torch.manual_seed(0)
-    fn, kw = get_sampler("mdlm_ancestral", "mdlm")
     for tc in (False, True):
         m = module_factory("mdlm", vocab_size=16, block_length=6, time_conditioning=tc).eval()
-        out = fn(m, n=1, steps=500, generator=torch.Generator().manual_seed(0), **kw)
+        out = run_sampler(m, "mdlm_ancestral", n=1, steps=500, generator=torch.Generator().manual_seed(0))
         assert out["nfe"] <= 6 + 1
         assert not (out["tokens"] == m.mask_id).any()
 
@@ -108,18 +107,17 @@ def test_mdlm_two_stage_step_matches_the_mixture(module_factory):
     m = module_factory("mdlm", vocab_size=8, block_length=4).eval()
     probs = torch.tensor([0.0, 0.0, 0.1, 0.2, 0.3, 0.1, 0.2, 0.1])  # ids 0 (BOS) and 1 ([MASK]) get nothing
     m.denoise = lambda z, t: torch.log(probs.clamp_min(1e-30)).expand(*z.shape, 8)
-    fn, kw = get_sampler("mdlm_ancestral", "mdlm")
     g = torch.Generator().manual_seed(0)
     # one step from t=1 to s=1e-5 unmasks (almost) everything; the final argmax handles the rest
-    toks = torch.cat([fn(m, n=500, steps=1, generator=g, **kw)["tokens"].flatten() for _ in range(4)])
+    toks = torch.cat([run_sampler(m, "mdlm_ancestral", n=500, steps=1, generator=g)["tokens"].flatten()
+                      for _ in range(4)])
     freq = torch.bincount(toks, minlength=8).double() / toks.numel()
     assert torch.allclose(freq, probs.double(), atol=0.01)
 
 
 def test_duo_nfe_and_range(module_factory):
     m = module_factory("udlm", vocab_size=16, block_length=6).eval()
-    fn, kw = get_sampler("duo_greedy_tail", "udlm")
-    out = fn(m, n=2, steps=7, generator=torch.Generator().manual_seed(0), **kw)
+    out = run_sampler(m, "duo_greedy_tail", n=2, steps=7, generator=torch.Generator().manual_seed(0))
     assert out["nfe"] == 8  # one call per step plus the greedy tail
     assert out["tokens"].min() >= 0 and out["tokens"].max() < 16
 
@@ -130,9 +128,8 @@ def test_ar_kv_cache_gives_identical_samples(module_factory):
     with torch.no_grad():
         for p in m.backbone.parameters():
             p.add_(0.1 * torch.randn_like(p))
-    fn, kw = get_sampler("ar", "ar")
-    a = fn(m, n=4, steps=0, generator=torch.Generator().manual_seed(3), kv_cache=True)["tokens"]
-    b = fn(m, n=4, steps=0, generator=torch.Generator().manual_seed(3), kv_cache=False)["tokens"]
+    a = run_sampler(m, "ar", n=4, steps=1, generator=torch.Generator().manual_seed(3))["tokens"]
+    b = run_sampler(m, "ar_nocache", n=4, steps=1, generator=torch.Generator().manual_seed(3))["tokens"]
     assert torch.equal(a, b)
     assert not (a == m.mask_id).any()  # [MASK] has -inf logit
 
@@ -147,17 +144,44 @@ def test_sampler_algo_mismatch():
 def test_mdlm_first_step_unmask_rate(module_factory):
     """One MDLM step from t=1 to s unmasks each position with probability (alpha_s - alpha_1)/(1 - alpha_1)."""
     m = module_factory("mdlm", vocab_size=16, block_length=64).eval()
-    fn, kw = get_sampler("mdlm_ancestral", "mdlm")
     # 2 steps: t=1 -> s=0.5 -> 1e-5; count how many were unmasked after the first step via a hook
-    seen = []
-    orig = m.denoise
-
-    def spy(z, t):
-        seen.append((z == m.mask_id).float().mean().item())
-        return orig(z, t)
-
-    m.denoise = spy
-    fn(m, n=200, steps=2, generator=torch.Generator().manual_seed(0), **kw)
+    seen = record_inputs(m, lambda z, t: (z == m.mask_id).float().mean().item())
+    run_sampler(m, "mdlm_ancestral", n=200, steps=2, generator=torch.Generator().manual_seed(0))
     a_1, a_s = m.schedule.alpha(torch.tensor(1.0)), m.schedule.alpha(torch.tensor((1 + 1e-5) / 2))
     expected_masked = 1 - float((a_s - a_1) / (1 - a_1))
     assert math.isclose(seen[1], expected_masked, abs_tol=0.01)
+
+
+def test_nucleus_rules_differ_only_in_the_crossing_token():
+    p = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    # mass before 0.3 is 0.5 < 0.7: DUO keeps the crossing token; ReMDM keeps only cum <= 0.7
+    assert torch.allclose(top_p_filter(p, 0.7, "keep_crossing"), torch.tensor([0.5, 0.3, 0, 0]) / 0.8)
+    assert torch.allclose(top_p_filter(p, 0.7, "drop_crossing"), torch.tensor([1.0, 0, 0, 0]))
+    # exactly on a boundary both keep the same prefix
+    assert torch.allclose(top_p_filter(p, 0.8, "drop_crossing"), top_p_filter(p, 0.8, "keep_crossing"))
+    assert torch.allclose(top_p_filter(p, 0.1, "drop_crossing"), torch.tensor([1.0, 0, 0, 0]))  # top kept
+    with pytest.raises(ValueError, match="nucleus_rule"):
+        top_p_filter(p, 0.5, "other")
+
+
+def test_ar_prefix_conditioning_keeps_the_prompt_and_matches_the_cache(module_factory):
+    from dlm.sampling.common import Conditioning
+
+    torch.manual_seed(0)
+    m = module_factory("ar", vocab_size=30, block_length=10).eval()
+    rows = [{0: 0, 1: 7, 2: 8}, {0: 0, 1: 9, 2: 4, 3: 5}]  # prompts of different lengths
+    cond = Conditioning.from_rows(rows, 10)
+    a = run_sampler(m, "ar", 2, 1, torch.Generator().manual_seed(1), cond=cond)["tokens"]
+    b = run_sampler(m, "ar_nocache", 2, 1, torch.Generator().manual_seed(1), cond=cond)["tokens"]
+    assert torch.equal(a, b)
+    assert torch.equal(a[cond.fixed], cond.values[cond.fixed])
+    with pytest.raises(ValueError, match="prefix"):
+        run_sampler(m, "ar", 2, 1, torch.Generator(), cond=Conditioning.from_rows([{9: 3}, {9: 3}], 10))
+
+
+def test_run_sampler_rejects_unknown_settings_and_steps(module_factory):
+    m = module_factory("mdlm", vocab_size=16, block_length=6).eval()
+    with pytest.raises(ValueError, match="unknown setting 'etaa'"):
+        run_sampler(m, "mdlm_ancestral", 1, 4, torch.Generator(), settings={"etaa": 1})
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        run_sampler(m, "mdlm_ancestral", 1, 0, torch.Generator())

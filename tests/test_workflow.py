@@ -15,6 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile")]
 SMOKE = str(ROOT / "config" / "smoke.yaml")
+SMOKE_PROFILE = ("--profile", str(ROOT / "profiles" / "smoke"))  # one thread per job, two jobs at a time
 
 
 def smk(*args, cwd=None, check=True):
@@ -49,7 +50,9 @@ def test_dry_run_default_and_paper_configs(tmp_path):
         runs = yaml.safe_load((ROOT / cfg).read_text())["runs"]
         res = smk("-n", "--cores", "2", "--configfile", str(ROOT / cfg), "--directory", str(tmp_path))
         counts = job_counts(res.stdout)
-        assert counts["train"] == len(runs)
+        distilled = {name: r for name, r in runs.items() if r.get("distill")}
+        assert counts["train"] == len(runs) - len(distilled)
+        assert counts.get("distill", 0) == sum(r["distill"]["rounds"] for r in distilled.values())
         algos = {r["algo"] for r in runs.values()}
         assert {"ar", "mdlm", "sedd", "udlm", "duo"} <= algos  # every paper config lists the methods
         assert counts["gen_ppl"] >= 4 and counts["table_gen_ppl"] == 1
@@ -60,6 +63,15 @@ def test_dry_run_default_and_paper_configs(tmp_path):
         duo_pp = [j for j in jobs if "wildcards: run=duo_pp\n" in j]
         assert duo and "resources/integral/" in duo[0].split("output:")[0]
         assert duo_pp and "resources/integral/" not in duo_pp[0].split("output:")[0]
+        # distillation: round k reads round k-1 (round 1 the base run), DCD reads the integral cache
+        rounds = [j.split("\n[")[0] for j in res.stdout.split("rule distill:")[1:]]  # each job's own lines
+        for name, r in distilled.items():
+            mine = {int(j.split("wildcards:")[1].split("k=")[1].split()[0]): j.split("output:")[0]
+                    for j in rounds if f"wildcards: run={name}," in j}
+            assert sorted(mine) == list(range(1, r["distill"]["rounds"] + 1))
+            assert f"results/models/{r['distill']['from']}/final.ckpt" in mine[1]
+            assert all(f"results/models/{name}/round_{k - 1}.ckpt" in mine[k] for k in mine if k > 1)
+            assert ("resources/integral/" in mine[1]) == (r["algo"] == "dcd")
 
 
 def test_dry_run_slurm_profile_needs_no_cluster(tmp_path):
@@ -82,7 +94,7 @@ def test_invalid_config_stops_before_any_job(tmp_path):
 def test_smoke_run_end_to_end(tmp_path):
     work = tmp_path / "work"
     work.mkdir()
-    smk("--cores", "2", "--configfile", SMOKE, "--directory", str(work))
+    smk(*SMOKE_PROFILE, "--configfile", SMOKE, "--directory", str(work))
     res = work / "results"
     # tables: every run plus the unigram baseline; finite numbers
     val = pd.read_csv(res / "tables" / "val_ppl.csv")
@@ -96,17 +108,43 @@ def test_smoke_run_end_to_end(tmp_path):
     cur = pd.read_csv(res / "tables" / "duo_curriculum.csv")
     assert list(cur["variant"]) == ["UDLM (no curriculum)", "DUO", "DUO++"]
     gidd = pd.read_csv(res / "tables" / "gidd_pu.csv")
-    assert set(gidd["run"]) == {"mdlm", "gidd", "gidd_plus"}
+    assert set(gidd["run"]) == {"mdlm", "gidd"}
     gen = pd.read_csv(res / "tables" / "gen_ppl.csv")
-    assert len(gen) == 6 and gen["gen_ppl"].between(1, 1e6).all()
-    assert (gen["entropy"] > 0).all()
+    plan = yaml.safe_load(Path(SMOKE).read_text())["sampling"]["plan"]
+    assert len(gen) == sum(len(e["steps"]) for e in plan)
+    scored = gen["gen_ppl"].notna()  # a degenerate smoke model may emit only EOS: nothing to score, a dash
+    assert scored.sum() >= len(gen) - 2 and gen.loc[scored, "gen_ppl"].between(1, 1e6).all()
+    assert (gen["entropy"] >= 0).all()
+    # every sampler table of the smoke plan, built from the metric JSONs alone
+    for table in ("distill", "remdm", "sampler_speed", "semi_ar", "self_correction"):
+        assert len(pd.read_csv(res / "tables" / f"{table}.csv")) > 0, table
+    sc = pd.read_csv(res / "tables" / "self_correction.csv")
+    assert sc["gen_ppl_before"].notna().all() and sc["gen_ppl"].notna().all()
+    semi = json.loads((res / "eval" / "mdlm" / "gen_mdlm_semi_ar_T4_s0.json").read_text())
+    assert semi["length"] == 32 + 16  # one stride of L/2 beyond the block
+    # distillation: one checkpoint per round, final = the last round
+    assert (res / "models" / "duo_dcd" / "round_1.ckpt").exists() and (res / "models" / "duo_dcd" / "round_2.ckpt").exists()
+    assert (res / "models" / "mdlm_sdtt" / "round_1.ckpt").exists()
+    # conditional samples keep their prompt positions (held-out prefix / prefix + suffix)
+    for run, name in (("mdlm", "mdlm_infill_T4_s0"), ("duo", "duo_prefix_T4_s0"), ("mdlm", "remdm_loop_p09_T8_s0")):
+        rows = [json.loads(x) for x in (res / "samples" / run / f"{name}.jsonl").read_text().splitlines()]
+        assert all(r["prompt_tokens"] == (16 if "infill" in name else 8) for r in rows), name
+    # the Python API reproduces a sample file exactly (same code path, same seed and settings)
+    import dlm
+
+    model = dlm.load(str(res / "models" / "mdlm" / "final.ckpt"), device="cpu")
+    rows = [json.loads(x) for x in (res / "samples" / "mdlm" / "remdm_conf_T4_s0.jsonl").read_text().splitlines()]
+    again = model.generate(4, sampler="remdm_conf", steps=4, seed=0, batch_size=4)
+    assert again.tokens.tolist() == [r["tokens"] for r in rows]
+    assert rows[0]["settings"]["nucleus_rule"] == "keep_crossing" and rows[0]["sampler_kind"] == "remdm_conf"
+    assert rows[0]["tokens_per_s"] > 0 and rows[0]["nfe"] >= 1
     tex = (res / "tables" / "gen_ppl.tex").read_text()
     assert "\\toprule" in tex and "\\bottomrule" in tex
     for ext in ("pdf", "png"):
         assert (res / "figures" / f"gen_ppl_steps.{ext}").stat().st_size > 1000
     # samples: the configured count, sampler settings, NFE and timing recorded
-    rows = [json.loads(x) for x in (res / "samples" / "udlm" / "duo_ancestral_T8_s0.jsonl").read_text().splitlines()]
-    assert len(rows) == 4 and rows[0]["steps"] == 8 and rows[0]["nfe"] == 9 and rows[0]["seconds"] > 0
+    rows = [json.loads(x) for x in (res / "samples" / "udlm" / "duo_ancestral_T4_s0.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and rows[0]["steps"] == 4 and rows[0]["nfe"] == 5 and rows[0]["seconds"] > 0
     assert len(rows[0]["tokens"]) == 32
     # metric JSONs carry provenance
     g = json.loads((res / "eval" / "mdlm" / "gen_mdlm_ancestral_T4_s0.json").read_text())
@@ -117,21 +155,28 @@ def test_smoke_run_end_to_end(tmp_path):
     assert (work / "benchmarks" / "train" / "mdlm.tsv").exists()
 
     # nothing to do on a second run
-    again = smk("-n", "--cores", "2", "--configfile", SMOKE, "--directory", str(work))
+    again = smk("-n", *SMOKE_PROFILE, "--configfile", SMOKE, "--directory", str(work))
     assert "Nothing to be done" in again.stdout + again.stderr
 
     # one target reruns alone: delete one table, only its rule runs
     (res / "tables" / "val_ppl.md").unlink()
-    out = smk("--cores", "2", "--configfile", SMOKE, "--directory", str(work), "results/tables/val_ppl.md")
+    out = smk(*SMOKE_PROFILE, "--configfile", SMOKE, "--directory", str(work), "results/tables/val_ppl.md")
     assert job_counts(out.stdout + out.stderr) == {"table_val_ppl": 1}
 
     # a changed hyper-parameter reruns exactly the jobs it affects (udlm's chain, not ar/mdlm)
     overlay = tmp_path / "overlay.yaml"
     overlay.write_text("runs:\n  udlm: {algo: udlm, trainer: {max_steps: 31}}\n")
-    dry = smk("-n", "--cores", "2", "--configfile", SMOKE, str(overlay), "--directory", str(work))
+    dry = smk("-n", *SMOKE_PROFILE, "--configfile", SMOKE, str(overlay), "--directory", str(work))
     counts = job_counts(dry.stdout)
     assert counts["train"] == 1 and counts["val_ppl"] == 1
-    assert counts["sample"] == 3 and counts["gen_ppl"] == 3  # the three udlm sample files
+    assert counts["sample"] == 1 and counts["gen_ppl"] == 1  # the udlm sample file
+
+    # a changed sampler setting reruns only its samples, their metrics and the tables that read them
+    overlay = tmp_path / "variant.yaml"
+    overlay.write_text("sampling:\n  variants:\n    remdm_loop_p09: {sampler: remdm_loop, nucleus_p: 0.8, "
+                       "nucleus_rule: drop_crossing, condition: prefix}\n")
+    counts = job_counts(smk("-n", *SMOKE_PROFILE, "--configfile", SMOKE, str(overlay), "--directory", str(work)).stdout)
+    assert counts.get("sample") == 1 and counts.get("gen_ppl") == 1 and "train" not in counts, counts
     assert "results/models/udlm/final.ckpt" in dry.stdout and "results/models/ar/final.ckpt" not in dry.stdout
 
     # a released checkpoint enters the DAG in place of training (runs.NAME.import): the smoke MDLM's EMA
@@ -148,7 +193,7 @@ def test_smoke_run_end_to_end(tmp_path):
     overlay = tmp_path / "import.yaml"
     overlay.write_text(f"runs:\n  released: {{import: '{released}', algo: mdlm, n_heads: 2, length: 32}}\n")
     targets = ["results/eval/released/val_ppl.json", "results/eval/released/gen_mdlm_ancestral_T4_s0.json"]
-    out = smk("--cores", "2", "--configfile", SMOKE, str(overlay), "--directory", str(work), *targets)
+    out = smk(*SMOKE_PROFILE, "--configfile", SMOKE, str(overlay), "--directory", str(work), *targets)
     counts = job_counts(out.stdout + out.stderr)
     assert counts == {"import_ckpt": 1, "val_ppl": 1, "sample": 1, "gen_ppl": 1}, counts
     imported = json.loads((res / "eval" / "released" / "val_ppl.json").read_text())

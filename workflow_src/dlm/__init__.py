@@ -5,3 +5,13 @@ also be used on its own (see `dlm --help`).
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    """`dlm.load` and `dlm.Model` (the Python API, dlm.api) are imported lazily: the workflow imports
+    dlm.config without torch."""
+    if name in ("load", "Model", "Samples"):
+        from dlm import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'dlm' has no attribute {name!r}")

@@ -4,6 +4,7 @@
     dlm gen-ppl --texts samples.jsonl --judge gpt2-large --max-length 1024 --batch-size 8 --out gen.json
     dlm train --data results/data/kjv/packed --run-config run.yaml --out results/models/x/final.ckpt
     dlm sample --ckpt final.ckpt --sampler duo_greedy_tail --steps 32 --num-samples 16 --out s.jsonl
+    dlm sample --ckpt final.ckpt --sampler remdm_loop --set eta=0.02 --condition prefix --data results/data/kjv/packed --out s.jsonl
     dlm val-ppl --ckpt final.ckpt --data results/data/kjv/packed --out val.json
 """
 
@@ -15,7 +16,10 @@ import sys
 import time
 from pathlib import Path
 
+from dlm.config import SAMPLER_CATALOG
 from dlm.utils import setup_logging, tune_malloc
+
+SAMPLER_NAMES = sorted(SAMPLER_CATALOG)
 
 
 def cmd_integral(a: argparse.Namespace) -> None:
@@ -46,11 +50,31 @@ def cmd_train(a: argparse.Namespace) -> None:
     train(a.data, a.out, a.run_dir or str(Path(a.out).parent), hp, threads=a.threads)
 
 
+def parse_settings(items: list[str] | None) -> dict:
+    """KEY=VALUE pairs, each value read as YAML (numbers, booleans, lists)."""
+    import yaml
+
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
 def cmd_sample(a: argparse.Namespace) -> None:
     from dlm.sample import generate
 
-    generate(a.ckpt, a.sampler, a.steps, a.seed, a.num_samples, a.batch_size, a.out, nucleus_p=a.nucleus_p,
-             device=a.device, threads=a.threads)
+    settings = parse_settings(a.set)
+    if a.nucleus_p is not None:
+        settings["nucleus_p"] = a.nucleus_p
+    if a.condition != "none":
+        settings["condition"] = a.condition
+    prompts = {"source": "file", "path": a.prompts} if a.prompts else {
+        "source": "heldout", "prefix_tokens": a.prefix_tokens, "suffix_tokens": a.suffix_tokens}
+    generate(a.ckpt, a.sampler, a.steps, a.seed, a.num_samples, a.batch_size, a.out, settings=settings,
+             prompts=prompts, data_dir=a.data, device=a.device, threads=a.threads)
 
 
 def cmd_val_ppl(a: argparse.Namespace) -> None:
@@ -116,12 +140,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sample", help="draw samples from a checkpoint into a JSONL")
     s.add_argument("--ckpt", required=True)
-    s.add_argument("--sampler", required=True, help="ar, ar_nocache, mdlm_ancestral, duo_ancestral, duo_greedy_tail")
+    s.add_argument("--sampler", required=True, help="a registered sampler: " + ", ".join(SAMPLER_NAMES))
     s.add_argument("--steps", type=int, default=32, help="sampling steps (ignored by AR)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--num-samples", type=int, default=16)
     s.add_argument("--batch-size", type=int, default=16)
-    s.add_argument("--nucleus-p", type=float, default=1.0)
+    s.add_argument("--nucleus-p", type=float, default=None, help="nucleus filter (default 1 = off)")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="a sampler setting, repeatable (e.g. --set eta=0.02 --set nucleus_rule=drop_crossing)")
+    s.add_argument("--condition", default="none", choices=["none", "prefix", "suffix", "infill"],
+                   help="condition on prompts: from --prompts, else held-out blocks of --data")
+    s.add_argument("--prompts", default=None, help="JSONL {prefix, suffix} objects or text lines (prefixes)")
+    s.add_argument("--data", default=None, help="packed data dir for held-out prompts")
+    s.add_argument("--prefix-tokens", type=int, default=32)
+    s.add_argument("--suffix-tokens", type=int, default=32)
     s.add_argument("--device", default="auto")
     s.add_argument("--threads", type=int, default=None)
     s.add_argument("--out", required=True)

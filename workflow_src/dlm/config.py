@@ -12,14 +12,63 @@ from typing import Any
 import jsonschema
 import yaml
 
-# which sampler applies to which objective (dlm.sampling builds its registry from this table)
-SAMPLER_ALGOS: dict[str, tuple[str, ...]] = {
-    "ar": ("ar",),
-    "ar_nocache": ("ar",),
-    "mdlm_ancestral": ("mdlm",),
-    "duo_ancestral": ("udlm", "duo"),
-    "duo_greedy_tail": ("udlm", "duo"),
+# The sampler catalogue: which objectives each sampler applies to and its settings with their defaults
+# (the papers' defaults). dlm.sampling builds its registry from this table; the config's
+# `sampling.variants` may set any of these settings plus the COMMON_SETTINGS below.
+MASKED = ("mdlm",)
+UNIFORM = ("udlm", "duo", "dcd")
+SAMPLER_CATALOG: dict[str, dict] = {
+    "ar": {"algos": ("ar",), "settings": {}},
+    "ar_nocache": {"algos": ("ar",), "settings": {}},
+    "mdlm_ancestral": {"algos": MASKED + ("sdtt",), "settings": {}},
+    "mdlm_ddpm": {"algos": MASKED + ("sdtt",), "settings": {}},
+    "mdlm_semi_ar": {"algos": MASKED + ("sdtt",), "settings": {"stride_length": None, "num_strides": 1}},
+    "d3pm_ancestral": {"algos": ("d3pm",), "settings": {}},
+    "sedd_analytic": {"algos": ("sedd",) + MASKED + ("sdtt",), "settings": {}},
+    "sedd_euler": {"algos": ("sedd",), "settings": {}},
+    "remdm_cap": {"algos": MASKED + ("sdtt",), "settings": {"eta": 0.008}},
+    "remdm_rescale": {"algos": MASKED + ("sdtt",), "settings": {"eta": 0.015}},
+    "remdm_conf": {"algos": MASKED + ("sdtt",), "settings": {}},
+    "remdm_loop": {"algos": MASKED + ("sdtt",), "settings": {"eta": 0.02, "t_on": 0.55, "t_off": 0.05,
+                                                              "alpha_on": 0.9}},
+    "remdm_fb": {"algos": MASKED + ("sdtt",), "settings": {}},
+    "remdm_dfm": {"algos": MASKED + ("sdtt",), "settings": {}},
+    "duo_ancestral": {"algos": UNIFORM, "settings": {}},
+    "duo_greedy_tail": {"algos": UNIFORM, "settings": {}},
+    "psi": {"algos": UNIFORM + MASKED + ("sdtt",),
+            "settings": {"modes": ["pure-posterior", "constant-remdm", "pure-posterior"], "eta": 0.01,
+                         "kappa": 1.0, "time_profile": "linear-constant-linear", "loop_alpha": 0.9,
+                         "high_frac": 0.45, "middle_frac": 0.5, "final": "ancestral"}},
+    "gidd_ancestral": {"algos": ("gidd",), "settings": {"min_p": 0.0}},
 }
+# settings every sampler takes: the nucleus filter and its rule, the conditioning, and self-correction
+COMMON_SETTINGS: dict = {
+    "nucleus_p": 1.0, "nucleus_rule": "keep_crossing", "condition": "none",
+    "self_correct": False, "sc_steps": 128, "sc_temperature": 0.1, "sc_t0": 0.01, "sc_patience": 32,
+    "sc_tokens_per_step": 1, "sc_early_stopping": True,
+}
+SAMPLER_ALGOS: dict[str, tuple[str, ...]] = {name: spec["algos"] for name, spec in SAMPLER_CATALOG.items()}
+
+
+def resolve_variant(config: dict, name: str) -> dict:
+    """The full settings of a sampler variant: `sampling.variants[name]` (or the bare sampler `name`)
+    over the sampler's defaults over COMMON_SETTINGS, with `sampling.nucleus_p` as the nucleus default.
+    Returns {"sampler": ..., **every setting}."""
+    variants = config.get("sampling", {}).get("variants", {}) or {}
+    entry = dict(variants.get(name) or {"sampler": name})
+    sampler = entry.pop("sampler", name)
+    if sampler not in SAMPLER_CATALOG:
+        where = f"sampling.variants.{name}.sampler" if name in variants else "sampler"
+        raise ConfigError(f"key '{where}': value {sampler!r} is invalid: expected a variant of sampling.variants "
+                          f"or one of {sorted(SAMPLER_CATALOG)}")
+    settings = {**COMMON_SETTINGS, "nucleus_p": config.get("sampling", {}).get("nucleus_p", 1.0),
+                **SAMPLER_CATALOG[sampler]["settings"]}
+    for key in entry:
+        if key not in settings:
+            raise ConfigError(f"key 'sampling.variants.{name}.{key}': unknown setting of sampler {sampler!r}; "
+                              f"it takes {sorted(settings)}")
+    settings.update(entry)
+    return {"sampler": sampler, **settings}
 
 
 # which keys of a run's `algo_args` apply to which objective (the schema documents each key)
@@ -28,7 +77,13 @@ ALGO_ARGS: dict[str, tuple[str, ...]] = {
     "d3pm": ("T",),
     "duo": ("curriculum",),
     "gidd": ("p_uniform", "loss_weighting", "min_loss_weight", "max_loss_weight", "t_eps"),
+    "dcd": ("T", "round", "gamma_min", "gamma_max", "loss_type", "transform"),
+    "sdtt": ("T", "round", "loss_type"),
 }
+
+
+# which runs a distillation algo takes as its base model
+DISTILL_FROM: dict[str, tuple[str, ...]] = {"dcd": ("duo", "udlm"), "sdtt": ("mdlm",)}
 
 
 class ConfigError(ValueError):
@@ -66,9 +121,14 @@ def _cross_checks(config: dict) -> list[str]:
             out.append(f"key 'sampling.plan.{i}.run': value {run!r} is invalid: expected one of {sorted(runs)}")
             continue
         algo = resolve_run(config, run)["algo"]
-        if algo not in SAMPLER_ALGOS[entry["sampler"]]:
-            out.append(f"key 'sampling.plan.{i}.sampler': value {entry['sampler']!r} is invalid: it does not apply "
-                       f"to run {run!r} (algo {algo!r}); it applies to {list(SAMPLER_ALGOS[entry['sampler']])}")
+        try:
+            sampler = resolve_variant(config, entry["sampler"])["sampler"]
+        except ConfigError as e:
+            out.append(f"key 'sampling.plan.{i}.sampler': {e}")
+            continue
+        if algo not in SAMPLER_ALGOS[sampler]:
+            out.append(f"key 'sampling.plan.{i}.sampler': value {entry['sampler']!r} is invalid: sampler {sampler!r} "
+                       f"does not apply to run {run!r} (algo {algo!r}); it applies to {list(SAMPLER_ALGOS[sampler])}")
     for name in runs:
         hp = resolve_run(config, name)
         allowed = ALGO_ARGS.get(hp.get("algo"), ())
@@ -76,6 +136,22 @@ def _cross_checks(config: dict) -> list[str]:
             if key not in allowed:
                 out.append(f"key 'runs.{name}.algo_args.{key}': does not apply to algo {hp.get('algo')!r}; "
                            f"it takes {list(allowed) or 'no algo_args'}")
+    for name in runs:
+        hp = resolve_run(config, name)
+        spec, algo = hp.get("distill"), hp.get("algo")
+        if algo in DISTILL_FROM and not spec:
+            out.append(f"key 'runs.{name}.distill': missing: algo {algo!r} distils another run; give "
+                       f"{{from: RUN, rounds: N}}")
+        elif spec and algo not in DISTILL_FROM:
+            out.append(f"key 'runs.{name}.distill': does not apply to algo {algo!r}; use algo dcd or sdtt")
+        elif spec:
+            base = spec["from"]
+            if base not in runs or base == name:
+                out.append(f"key 'runs.{name}.distill.from': value {base!r} is invalid: expected another run "
+                           f"of this config, one of {sorted(r for r in runs if r != name)}")
+            elif resolve_run(config, base)["algo"] not in DISTILL_FROM[algo]:
+                out.append(f"key 'runs.{name}.distill.from': value {base!r} is invalid: algo {algo!r} distils a "
+                           f"run of algo {list(DISTILL_FROM[algo])}, not {resolve_run(config, base)['algo']!r}")
     judge = config.get("evaluation", {}).get("judge")
     if judge in runs and resolve_run(config, judge)["algo"] != "ar":
         out.append(f"key 'evaluation.judge': value {judge!r} is invalid: the judge run must have algo 'ar'")

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 from dlm.algos import get_method
 from dlm.data.dataset import PackedDataset, read_meta
 from dlm.models.ema import EMA
-from dlm.utils import atomic_path, config_hash
+from dlm.utils import atomic_path, config_hash, sha256_file
 
 log = logging.getLogger("dlm.train")
 
@@ -177,17 +177,43 @@ def build_module(data_dir: str, hp: dict) -> LitMethod:
     return LitMethod(method, optim=hp.get("optim"), ema=tr["ema"], max_steps=tr["max_steps"], seed=tr["seed"])
 
 
-def train(data_dir: str, out_ckpt: str, run_dir: str, hp: dict, threads: int | None = None) -> None:
+def load_init_weights(module: LitMethod, path: str, weights: str = "ema") -> None:
+    """Start a run from another run's checkpoint (distillation, `dlm.distill`): the backbone gets its
+    EMA weights (`weights="ema"`; the raw weights if it has no EMA, e.g. an imported checkpoint) or
+    its raw weights (`"raw"`), the run's EMA restarts from them, and a method with a teacher
+    (dcd, sdtt) resets it to a frozen copy of the student."""
+    if weights not in ("ema", "raw"):
+        raise ValueError(f"init weights must be 'ema' or 'raw', got {weights!r}")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    prefix = "method.backbone."
+    state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+    if weights == "ema" and "ema" in ckpt:
+        state.update(ckpt["ema"]["shadow"])
+    module.method.backbone.load_state_dict(state)
+    if module.ema is not None:
+        module.ema = EMA(module.method.backbone, module.ema.decay)
+    if hasattr(module.method, "reset_teacher"):
+        module.method.reset_teacher()
+    log.info("initialised from %s (%s weights)", path, weights if "ema" in ckpt else "raw")
+
+
+def train(data_dir: str, out_ckpt: str, run_dir: str, hp: dict, threads: int | None = None,
+          init_ckpt: str | None = None, init_weights: str = "ema") -> None:
     tr = resolve_trainer(hp)
     if threads:
         torch.set_num_threads(threads)
     L.seed_everything(tr["seed"], workers=True)
     module = build_module(data_dir, hp)
+    if init_ckpt is not None:
+        load_init_weights(module, init_ckpt, init_weights)
     train_dl, valid_dl = loaders(data_dir, tr["batch_size"], tr["seed"])
     gpu = torch.cuda.is_available()
     precision = tr["precision"] if tr["precision"] != "auto" else ("bf16-mixed" if gpu else "32-true")
     # resume only a run with the same settings and data: a changed config starts afresh
-    ckpt_dir = Path(run_dir) / "checkpoints" / config_hash({"hp": hp, "data": read_meta(data_dir)})
+    key = {"hp": hp, "data": read_meta(data_dir)}
+    if init_ckpt is not None:  # a different starting checkpoint is a different run
+        key["init"] = [sha256_file(init_ckpt), init_weights]
+    ckpt_dir = Path(run_dir) / "checkpoints" / config_hash(key)
     checkpointing = L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0,
                                                         every_n_train_steps=tr["ckpt_every"])
     tokens_per_step = (tr["batch_size"] * tr["accumulate"] * module.method.hparams.block_length * int(tr["devices"])

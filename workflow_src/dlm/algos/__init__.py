@@ -11,13 +11,15 @@ import torch
 from dlm.algos.ar import AR
 from dlm.algos.base import Method
 from dlm.algos.d3pm import D3PM
+from dlm.algos.dcd import DCD
 from dlm.algos.duo import DUO
 from dlm.algos.gidd import GIDD
 from dlm.algos.mdlm import MDLM
+from dlm.algos.sdtt import SDTT
 from dlm.algos.sedd import SEDD
 from dlm.algos.udlm import UDLM
 
-METHODS: dict[str, type[Method]] = {cls.algo: cls for cls in (AR, MDLM, UDLM, DUO, SEDD, D3PM, GIDD)}
+METHODS: dict[str, type[Method]] = {cls.algo: cls for cls in (AR, MDLM, UDLM, DUO, SEDD, D3PM, GIDD, DCD, SDTT)}
 
 
 def get_method(algo: str) -> type[Method]:

@@ -22,6 +22,7 @@ The protocol, as in the reference implementations:
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from pathlib import Path
@@ -32,6 +33,8 @@ import torch.nn.functional as F
 
 from dlm.evaluation.entropy import mean_entropy
 from dlm.utils import provenance, sha256_file, write_json
+
+log = logging.getLogger("dlm.gen_ppl")
 
 
 def retokenize(texts: list[str], tokenizer, eos_id: int, max_length: int
@@ -147,6 +150,31 @@ def read_texts(path: str | os.PathLike) -> tuple[list[str], list[list[int]] | No
     return texts, (tokens if n_with_tokens else None)
 
 
+def _score_or_note(texts, judge, batch_size, max_length) -> dict[str, Any]:
+    """`generative_perplexity`, or for samples with nothing to score (e.g. a degenerate model that emits
+    only EOS) gen_ppl = None with the reason in `gen_ppl_note`: the job records it, tables show a dash."""
+    try:
+        return generative_perplexity(texts, judge, batch_size=batch_size, max_length=max_length)
+    except ValueError as e:
+        if "no counted target tokens" not in str(e):
+            raise
+        log.warning("%s", e)
+        return {"gen_ppl": None, "nll": None, "num_tokens": 0, "num_samples": len(texts), "gen_ppl_note": str(e),
+                "max_length": int(judge.max_length) if max_length is None else int(max_length), "judge": str(judge.name), "batch_size": int(batch_size)}
+
+
+def _before_self_correction(path) -> tuple[list[str], list[list[int]]] | None:
+    """(texts, token ids) of the samples before self-correction, when the file records them."""
+    texts, tokens = [], []
+    with open(path) as f:
+        for line in f:
+            obj = json.loads(line) if line.strip() else None
+            if isinstance(obj, dict) and "text_before" in obj:
+                texts.append(obj["text_before"])
+                tokens.append(obj["tokens_before"])
+    return (texts, tokens) if texts else None
+
+
 def run_gen_ppl(texts_path: str | os.PathLike, judge, max_length: int | None, batch_size: int,
                 out_path: str | os.PathLike, device: str = "cpu",
                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -163,7 +191,7 @@ def run_gen_ppl(texts_path: str | os.PathLike, judge, max_length: int | None, ba
 
     texts, token_lists = read_texts(texts_path)
     judge_obj = judge if hasattr(judge, "logits") else load_judge(judge, device=device)
-    result = generative_perplexity(texts, judge_obj, batch_size=batch_size, max_length=max_length)
+    result = _score_or_note(texts, judge_obj, batch_size, max_length)
     entropy = mean_entropy(token_lists) if token_lists is not None else None
     settings = {"texts": str(texts_path), "texts_sha256": sha256_file(texts_path),
                 "judge": str(judge_obj.name), "max_length": result["max_length"],
@@ -172,5 +200,9 @@ def run_gen_ppl(texts_path: str | os.PathLike, judge, max_length: int | None, ba
     out.update(result)
     out.update({"entropy": entropy, "texts": str(texts_path), "device": str(device),
                 "settings": settings, "provenance": provenance(settings)})
+    before = _before_self_correction(texts_path)
+    if before is not None:  # self-corrected samples: the same judge on the sampler's output before correction
+        res_b = _score_or_note(before[0], judge_obj, batch_size, max_length)
+        out.update({"gen_ppl_before": res_b["gen_ppl"], "entropy_before": mean_entropy(before[1])})
     write_json(out_path, out)
     return out

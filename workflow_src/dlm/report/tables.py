@@ -360,7 +360,7 @@ def gidd_table(json_paths: Sequence[str | os.PathLike], out_stem: str | os.PathL
 
 
 GEN_PPL_FIELDS = {"run": True, "algo": True, "sampler": True, "steps": True, "seed": False,
-                  "gen_ppl": True, "entropy": False, "nfe": False, "seconds_per_sample": False,
+                  "gen_ppl": False, "entropy": False, "nfe": False, "seconds_per_sample": False,
                   "num_tokens": False, "num_samples": False}
 
 

@@ -1,30 +1,96 @@
-"""Samplers. `SAMPLERS[name] = (algos it applies to, function, fixed keyword arguments)`.
+"""Samplers: one module per family, registered here by name.
 
-Every sampler takes (module, n, steps, generator, nucleus_p, ...) and returns {"tokens": (n, L), "nfe"}.
+Every sampler is a function
+    fn(module, n, steps, generator, cond, nucleus_p, nucleus_rule, **settings) -> {"tokens": (n, L), "nfe", ...}
+where `cond` (a `Conditioning`, never None) fixes the prompt positions, which the sampler must never change.
+`dlm.config.SAMPLER_CATALOG` says which objectives each sampler applies to and lists its settings with their
+defaults; `run_sampler` is the one entry point (the Snakemake rule, the CLI and the Python API all use it):
+it resolves the settings, runs the sampler and, when asked, GIDD self-correction afterwards.
 """
 
 from __future__ import annotations
 
-from dlm.config import SAMPLER_ALGOS
-from dlm.sampling.ar import sample_ar
-from dlm.sampling.duo import sample_duo
-from dlm.sampling.mdlm import sample_mdlm
+import importlib
 
-_FUNCTIONS = {
-    "ar": (sample_ar, {"kv_cache": True}),
-    "ar_nocache": (sample_ar, {"kv_cache": False}),
-    "mdlm_ancestral": (sample_mdlm, {}),
-    "duo_ancestral": (sample_duo, {"final": "ancestral"}),
-    "duo_greedy_tail": (sample_duo, {"final": "greedy"}),
+import torch
+
+from dlm.config import COMMON_SETTINGS, SAMPLER_CATALOG
+from dlm.sampling.common import Conditioning, conditioning_or_none
+
+# name -> (module, function, fixed keyword arguments)
+_FUNCTIONS: dict[str, tuple[str, str, dict]] = {
+    "ar": ("ar", "sample_ar", {"kv_cache": True}),
+    "ar_nocache": ("ar", "sample_ar", {"kv_cache": False}),
+    "mdlm_ancestral": ("mdlm", "sample_mdlm", {"cache": True}),
+    "mdlm_ddpm": ("mdlm", "sample_mdlm", {"cache": False}),
+    "mdlm_semi_ar": ("mdlm", "sample_semi_ar", {}),
+    "d3pm_ancestral": ("d3pm", "sample_d3pm", {}),
+    "sedd_analytic": ("sedd", "sample_sedd", {"predictor": "analytic"}),
+    "sedd_euler": ("sedd", "sample_sedd", {"predictor": "euler"}),
+    "remdm_cap": ("remdm", "sample_remdm", {"strategy": "cap"}),
+    "remdm_rescale": ("remdm", "sample_remdm", {"strategy": "rescale"}),
+    "remdm_conf": ("remdm", "sample_remdm", {"strategy": "conf"}),
+    "remdm_loop": ("remdm", "sample_remdm", {"strategy": "loop"}),
+    "remdm_fb": ("remdm", "sample_remdm", {"strategy": "fb"}),
+    "remdm_dfm": ("remdm", "sample_dfm", {}),
+    "duo_ancestral": ("duo", "sample_duo", {"final": "ancestral"}),
+    "duo_greedy_tail": ("duo", "sample_duo", {"final": "greedy"}),
+    "psi": ("psi", "sample_psi", {}),
+    "gidd_ancestral": ("gidd", "sample_gidd", {}),
 }
-SAMPLERS: dict[str, tuple[tuple[str, ...], callable, dict]] = {
-    name: (SAMPLER_ALGOS[name], fn, kwargs) for name, (fn, kwargs) in _FUNCTIONS.items()}
+assert set(_FUNCTIONS) == set(SAMPLER_CATALOG), "sampler registry and catalogue disagree"
+SAMPLERS = sorted(_FUNCTIONS)
 
 
 def get_sampler(name: str, algo: str):
-    if name not in SAMPLERS:
-        raise ValueError(f"unknown sampler {name!r}; expected one of {sorted(SAMPLERS)}")
-    algos, fn, kwargs = SAMPLERS[name]
+    """(function, fixed kwargs) of sampler `name`, checked to apply to objective `algo`."""
+    if name not in _FUNCTIONS:
+        raise ValueError(f"unknown sampler {name!r}; expected one of {SAMPLERS}")
+    algos = SAMPLER_CATALOG[name]["algos"]
     if algo not in algos:
-        raise ValueError(f"sampler {name!r} applies to {algos}, not to a {algo!r} model")
-    return fn, kwargs
+        raise ValueError(f"sampler {name!r} applies to {list(algos)}, not to a {algo!r} model")
+    mod, fn, kwargs = _FUNCTIONS[name]
+    return getattr(importlib.import_module(f"dlm.sampling.{mod}"), fn), dict(kwargs)
+
+
+def resolve_settings(sampler: str, settings: dict | None = None) -> dict:
+    """The sampler's defaults and the common settings, overridden by `settings` (unknown keys are an error)."""
+    if sampler not in SAMPLER_CATALOG:
+        raise ValueError(f"unknown sampler {sampler!r}; expected one of {SAMPLERS}")
+    out = {**COMMON_SETTINGS, **SAMPLER_CATALOG[sampler]["settings"]}
+    for key, value in (settings or {}).items():
+        if key == "sampler":
+            continue
+        if key not in out:
+            raise ValueError(f"unknown setting {key!r} of sampler {sampler!r}; it takes {sorted(out)}")
+        out[key] = value
+    return out
+
+
+@torch.no_grad()
+def run_sampler(module, sampler: str, n: int, steps: int, generator: torch.Generator,
+                cond: Conditioning | None = None, settings: dict | None = None) -> dict:
+    """Draw n sequences with `sampler` (and its `settings`) from `module`; all randomness from `generator`.
+
+    Returns {"tokens": (n, L) long, "nfe": network calls for the batch, ...sampler statistics}; with
+    `self_correct` also "tokens_before" (the sampler's output) and the self-correction statistics.
+    """
+    if steps < 1:
+        raise ValueError(f"sampling steps must be >= 1, got {steps}")
+    fn, fixed = get_sampler(sampler, module.algo)
+    s = resolve_settings(sampler, settings)
+    L = module.hparams.block_length
+    cond = conditioning_or_none(cond, n, L, module.device)
+    own = {k: v for k, v in s.items() if k not in COMMON_SETTINGS}
+    out = fn(module, n=n, steps=steps, generator=generator, cond=cond, nucleus_p=float(s["nucleus_p"]),
+             nucleus_rule=s["nucleus_rule"], **fixed, **own)
+    if s["self_correct"]:
+        from dlm.sampling.self_correct import self_correct
+
+        sc = self_correct(module, out["tokens"], generator, cond=cond, steps=int(s["sc_steps"]),
+                          temperature=float(s["sc_temperature"]), t0=float(s["sc_t0"]),
+                          patience=int(s["sc_patience"]), tokens_per_step=int(s["sc_tokens_per_step"]),
+                          early_stopping=bool(s["sc_early_stopping"]))
+        out = {**out, "tokens_before": out["tokens"], "tokens": sc.pop("tokens"),
+               "nfe": out["nfe"] + sc.pop("nfe"), **sc}
+    return out

@@ -1,8 +1,13 @@
-"""Shared sampling primitives: float64 categorical draws and nucleus filtering."""
+"""Shared sampling primitives: float64 categorical draws, nucleus filtering, the time grid, the counted
+denoiser and the conditioning (fixed positions) every sampler honours."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+
+NUCLEUS_RULES = ("keep_crossing", "drop_crossing")
 
 
 def sample_categorical(weights: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -20,14 +25,23 @@ def sample_categorical(weights: torch.Tensor, generator: torch.Generator | None 
     return idx.squeeze(-1).clamp_max(cdf.shape[-1] - 1)
 
 
-def top_p_filter(probs: torch.Tensor, p: float) -> torch.Tensor:
-    """Nucleus filter (Holtzman et al. 2020) on probabilities (..., K): keep the smallest prefix of the
-    sorted distribution whose cumulative mass is <= p (always the top entry), renormalise."""
+def top_p_filter(probs: torch.Tensor, p: float, rule: str = "keep_crossing") -> torch.Tensor:
+    """Nucleus filter (Holtzman et al. 2020) on probabilities (..., K), renormalised.
+
+    Sort descending; the top entry is always kept. The two papers' rules differ in the entry whose
+    cumulative mass first reaches p:
+      "keep_crossing" (DUO code): keep every entry whose preceding mass is < p, i.e. the smallest prefix
+                                   whose mass is >= p, including the token that crosses p;
+      "drop_crossing" (ReMDM code): keep only the entries whose cumulative mass is <= p, i.e. the
+                                   largest prefix whose mass is <= p, dropping the crossing token.
+    """
     if p >= 1.0:
         return probs
+    if rule not in NUCLEUS_RULES:
+        raise ValueError(f"unknown nucleus_rule {rule!r}; expected one of {NUCLEUS_RULES}")
     sorted_p, idx = probs.sort(dim=-1, descending=True)
     cum = sorted_p.cumsum(-1)
-    keep = (cum - sorted_p) < p  # mass strictly before this entry is < p -> include it
+    keep = (cum - sorted_p) < p if rule == "keep_crossing" else cum <= p
     keep[..., 0] = True
     filtered = torch.zeros_like(probs).scatter(-1, idx, sorted_p * keep)
     return filtered / filtered.sum(-1, keepdim=True)
@@ -40,14 +54,63 @@ def time_grid(steps: int, t_min: float = 1e-5, device: torch.device | str = "cpu
     return torch.linspace(1.0, t_min, steps + 1, dtype=torch.float64, device=device)
 
 
+@dataclass
+class Conditioning:
+    """Positions whose tokens are given (a prompt prefix, a suffix, infilling spans): `values` (n, L) long,
+    `fixed` (n, L) bool. Samplers start from `apply(prior)` and re-apply it after every update, so the
+    conditioning tokens never change (the carry-over), whatever the sampler (remasking included)."""
+
+    values: torch.Tensor  # (n, L)
+    fixed: torch.Tensor  # (n, L) bool
+
+    def apply(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.where(self.fixed, self.values, z)
+
+    @property
+    def any(self) -> bool:
+        return bool(self.fixed.any())
+
+    @classmethod
+    def none(cls, n: int, length: int, device: torch.device | str = "cpu") -> "Conditioning":
+        return cls(torch.zeros(n, length, dtype=torch.long, device=device),
+                   torch.zeros(n, length, dtype=torch.bool, device=device))
+
+    @classmethod
+    def from_rows(cls, rows: list[dict[int, int]], length: int, device: torch.device | str = "cpu"
+                  ) -> "Conditioning":
+        """From one {position: token id} dict per sequence."""
+        c = cls.none(len(rows), length, device)
+        for i, row in enumerate(rows):
+            for pos, tok in row.items():
+                if not 0 <= pos < length:
+                    raise ValueError(f"conditioning position {pos} of sequence {i} is outside the block "
+                                     f"(length {length})")
+                c.values[i, pos], c.fixed[i, pos] = int(tok), True
+        return c
+
+    def to(self, device) -> "Conditioning":
+        return Conditioning(self.values.to(device), self.fixed.to(device))
+
+
+def conditioning_or_none(cond: Conditioning | None, n: int, length: int, device) -> Conditioning:
+    if cond is None:
+        return Conditioning.none(n, length, device)
+    if tuple(cond.values.shape) != (n, length):
+        raise ValueError(f"conditioning has shape {tuple(cond.values.shape)}, expected ({n}, {length})")
+    return cond.to(device)
+
+
 class Denoiser:
-    """x_theta(z_t, t) of a diffusion module as float64 probabilities (nucleus-filtered), counting
-    network calls (NFE). t is a scalar shared by the batch."""
+    """x_theta(z_t, t) of a diffusion module as float64 probabilities (nucleus-filtered with the chosen
+    rule), counting network calls (NFE). t is a scalar shared by the batch."""
 
-    def __init__(self, module, nucleus_p: float = 1.0):
-        self.module, self.nucleus_p, self.nfe = module, nucleus_p, 0
+    def __init__(self, module, nucleus_p: float = 1.0, nucleus_rule: str = "keep_crossing"):
+        self.module, self.nucleus_p, self.nucleus_rule, self.nfe = module, nucleus_p, nucleus_rule, 0
 
-    def __call__(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def log_probs(self, z: torch.Tensor, t) -> torch.Tensor:
+        """Unfiltered log x_theta (n, L, K) in the module's precision (one network call)."""
         self.nfe += 1
-        log_x = self.module.denoise(z, torch.full((z.shape[0],), float(t), device=z.device))  # (n, L, K)
-        return top_p_filter(log_x.exp().double(), self.nucleus_p)  # float64 from here on
+        return self.module.denoise(z, torch.full((z.shape[0],), float(t), device=z.device))
+
+    def __call__(self, z: torch.Tensor, t) -> torch.Tensor:
+        return top_p_filter(self.log_probs(z, t).exp().double(), self.nucleus_p, self.nucleus_rule)  # (n, L, K)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from dlm.sampling.common import Denoiser, sample_categorical, time_grid
+from dlm.sampling.common import Conditioning, Denoiser, sample_categorical, time_grid
 
 
 def uniform_posterior(probs: torch.Tensor, z: torch.Tensor, a_t: torch.Tensor, a_s: torch.Tensor) -> torch.Tensor:
@@ -31,20 +31,21 @@ def uniform_posterior(probs: torch.Tensor, z: torch.Tensor, a_t: torch.Tensor, a
 
 
 @torch.no_grad()
-def sample_duo(module, n: int, steps: int, generator: torch.Generator, nucleus_p: float = 1.0,
-               final: str = "ancestral", **_) -> dict:
+def sample_duo(module, n: int, steps: int, generator: torch.Generator, cond: Conditioning,
+               nucleus_p: float = 1.0, nucleus_rule: str = "keep_crossing", final: str = "ancestral", **_) -> dict:
     if final not in ("ancestral", "greedy"):
         raise ValueError(f"final step must be 'ancestral' or 'greedy', got {final!r}")
     L, K = module.hparams.block_length, module.hparams.vocab_size
     device = module.device
-    z = torch.randint(0, K, (n, L), generator=generator, device=device)  # (n, L) uniform prior
+    z = cond.apply(torch.randint(0, K, (n, L), generator=generator, device=device))  # (n, L) uniform prior
     ts = time_grid(steps, device=device)
-    x_theta = Denoiser(module, nucleus_p)
+    x_theta = Denoiser(module, nucleus_p, nucleus_rule)
 
     for i in range(steps):
         t, s = ts[i], ts[i + 1]
         a_t, a_s = module.schedule.alpha(t), module.schedule.alpha(s)
-        z = sample_categorical(uniform_posterior(x_theta(z, t), z, a_t, a_s), generator)
+        z = cond.apply(sample_categorical(uniform_posterior(x_theta(z, t), z, a_t, a_s), generator))
+    pre_final = z  # (n, L) the state the final step starts from (greedy-tail and ancestral share it)
     probs = x_theta(z, ts[-1])
     if final == "greedy":
         z = probs.argmax(-1)
@@ -53,4 +54,4 @@ def sample_duo(module, n: int, steps: int, generator: torch.Generator, nucleus_p
         w = probs * (1 - a_t)  # x ∝ x_theta ⊙ (K alpha_t e_z + 1 - alpha_t)
         w.scatter_add_(-1, z[..., None], K * a_t * probs.gather(-1, z[..., None]))
         z = sample_categorical(w, generator)
-    return {"tokens": z, "nfe": x_theta.nfe}
+    return {"tokens": cond.apply(z), "nfe": x_theta.nfe, "pre_final": pre_final}

@@ -1,0 +1,43 @@
+# Distillation (GPU rule): runs.NAME.distill = {from: RUN, rounds: N}; algo dcd (DUO) or sdtt (MDLM).
+# Each round is its own file target, so a researcher can stop after round k and rerun only what follows.
+
+
+rule distill:
+    input:
+        unpack(distill_inputs),
+    output:
+        ckpt="results/models/{run}/round_{k}.ckpt",
+    wildcard_constraints:
+        run=only(DISTILLED),
+        k=r"\d+",
+    params:
+        hp=run_params,
+        round=lambda w: int(w.k) - 1,  # dlm.distill counts rounds from 0 (step 2^round / T)
+    log:
+        "logs/distill/{run}/round_{k}.log",
+    conda:
+        "../environment.yml"
+    benchmark:
+        "benchmarks/distill/{run}/round_{k}.tsv"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=1440,
+    script:
+        "../workflow_src/dlm/scripts/distill.py"
+
+
+rule distill_final:
+    input:
+        last_round,
+    output:
+        ckpt="results/models/{run}/final.ckpt",
+    wildcard_constraints:
+        run=only(DISTILLED),
+    log:
+        "logs/distill/{run}/final.log",
+    conda:
+        "../environment.yml"
+    shell:
+        "cp {input} {output.ckpt} 2> {log}"

@@ -1,0 +1,148 @@
+"""The samplers' tables, built from the gen-PPL JSONs alone (each carries its sample file's sampler,
+settings, steps, seed, network calls and wall-clock; `dlm.sample.sample_summary`).
+
+* `distill_table`   - DUO paper Tables 6/7: gen PPL (entropy) vs steps for DUO base / distilled (DCD) and
+                      MDLM / MDLM distilled (SDTT), ancestral and greedy-tail.
+* `remdm_table`     - ReMDM: MDLM vs the remasking strategies and correctors, gen PPL and entropy per T.
+* `speed_table`     - the MDLM README's wall-clock table: seconds per sample, network calls and tokens/s of
+                      ddpm vs cached vs analytic (and every other sampler) at each T.
+* `semi_ar_table`   - MDLM semi-autoregressive generation beyond the block: gen PPL and seconds per sequence.
+* `self_correction_table` - GIDD: gen PPL and entropy before and after self-correction, by p_u.
+Every gen PPL is shown with its entropy (and spread over seeds when there are several): a low gen PPL
+at a low entropy is degenerate text, not quality.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from dlm.report.tables import _sort, write_table
+from dlm.utils import read_json
+
+KEYS = ["run", "algo", "sampler", "sampler_kind", "steps"]
+
+
+def sample_metrics(json_paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
+    """One row per gen-PPL JSON: run, algo, sampler (variant), sampler_kind, steps, seed, condition,
+    self_correct, nucleus_p, p_uniform and the metrics (NaN where absent)."""
+    rows = []
+    for p in json_paths:
+        d = read_json(p)
+        for key in ("run", "algo", "sampler", "steps"):  # gen_ppl may be null (nothing to score; a dash)
+            if d.get(key) is None:
+                raise ValueError(f"{p}: required key {key!r} is missing or null")
+        settings = d.get("sampler_settings") or {}
+        rows.append({
+            "run": d["run"], "algo": d["algo"], "sampler": d["sampler"],
+            "sampler_kind": d.get("sampler_kind") or d["sampler"], "steps": int(d["steps"]),
+            "seed": d.get("seed"), "condition": d.get("condition") or "none",
+            "self_correct": bool(settings.get("self_correct", False)),
+            "nucleus_p": d.get("nucleus_p") if d.get("nucleus_p") is not None else 1.0,
+            "p_uniform": (d.get("algo_args") or {}).get("p_uniform", np.nan),
+            **{k: d.get(k, np.nan) if d.get(k) is not None else np.nan
+               for k in ("gen_ppl", "entropy", "nfe", "seconds_per_sample", "tokens_per_s", "num_tokens",
+                         "gen_ppl_before", "entropy_before", "sc_changes_mean", "sc_steps_mean", "length")}})
+    if not rows:
+        raise ValueError("no gen-PPL JSONs given")
+    return pd.DataFrame(rows)
+
+
+def _over_seeds(df: pd.DataFrame, keys: list[str], cols: list[str]) -> pd.DataFrame:
+    """Mean of `cols` over seeds per `keys`, plus gen_ppl_std (ddof 1; NaN for one seed) and n_seeds."""
+    g = df.groupby(keys, sort=False, dropna=False)
+    out = g[cols].mean()
+    out["gen_ppl_std"] = g["gen_ppl"].std()
+    out["n_seeds"] = g["gen_ppl"].size()
+    return out.reset_index()
+
+
+def _plain(df: pd.DataFrame) -> pd.DataFrame:
+    """Unconditional samples without self-correction (the papers' gen-PPL protocol)."""
+    return df[(df["condition"] == "none") & ~df["self_correct"]]
+
+
+def distill_table(json_paths, out_stem) -> pd.DataFrame:
+    df = _plain(sample_metrics(json_paths))
+    df = df[df["algo"].isin(["duo", "udlm", "dcd", "mdlm", "sdtt"])
+            & df["sampler_kind"].isin(["duo_ancestral", "duo_greedy_tail", "mdlm_ancestral"])]
+    if df.empty:
+        raise ValueError("distill_table: no DUO/DCD/MDLM/SDTT ancestral or greedy-tail samples")
+    agg = _sort(_over_seeds(df, KEYS, ["gen_ppl", "entropy", "nfe"]), ["run", "sampler", "steps"])
+    write_table(agg, out_stem, caption="Few-step generation (DUO Tables 6/7): gen.\\ PPL and entropy of the base "
+                "models and their distilled students (DCD for DUO, SDTT for MDLM) per number of steps.",
+                label="tab:distill", formats=_FORMATS, pm={"gen_ppl": "gen_ppl_std"}, labels=_LABELS)
+    return agg
+
+
+def remdm_table(json_paths, out_stem) -> pd.DataFrame:
+    df = _plain(sample_metrics(json_paths))
+    df = df[(df["algo"] == "mdlm") & (df["sampler_kind"].str.startswith("remdm_")
+                                      | (df["sampler_kind"] == "mdlm_ancestral"))]
+    if df.empty:
+        raise ValueError("remdm_table: no MDLM ancestral or ReMDM samples")
+    agg = _sort(_over_seeds(df, KEYS + ["nucleus_p"], ["gen_ppl", "entropy", "nfe"]), ["run", "steps", "sampler"])
+    write_table(agg, out_stem, caption="ReMDM (Wang et al.\\ 2025): MDLM ancestral against the remasking strategies "
+                "(cap, rescale, conf, loop) and the forward-backward and DFM correctors, per number of steps.",
+                label="tab:remdm", formats=_FORMATS, pm={"gen_ppl": "gen_ppl_std"},
+                labels={**_LABELS, "nucleus_p": "top-p"})
+    return agg
+
+
+def speed_table(json_paths, out_stem) -> pd.DataFrame:
+    df = _plain(sample_metrics(json_paths))
+    agg = _sort(_over_seeds(df, KEYS, ["seconds_per_sample", "nfe", "tokens_per_s", "gen_ppl", "entropy"]),
+                ["run", "sampler", "steps"])
+    write_table(agg.drop(columns=["gen_ppl_std", "n_seeds"]), out_stem,
+                caption="Sampling cost (MDLM README): wall-clock seconds and network calls (NFE) per sample and "
+                "tokens per second, with the quality each setting buys.", label="tab:sampler_speed",
+                formats=_FORMATS, labels=_LABELS)
+    return agg
+
+
+def semi_ar_table(json_paths, out_stem) -> pd.DataFrame:
+    df = _plain(sample_metrics(json_paths))
+    semi = df[df["sampler_kind"] == "mdlm_semi_ar"]
+    if semi.empty:
+        raise ValueError("semi_ar_table: no mdlm_semi_ar samples")
+    ref = df[(df["sampler_kind"] == "mdlm_ancestral") & df["run"].isin(semi["run"])]
+    df = pd.concat([ref, semi])
+    agg = _sort(_over_seeds(df, KEYS, ["length", "gen_ppl", "entropy", "seconds_per_sample", "nfe"]),
+                ["run", "sampler", "steps"])
+    write_table(agg, out_stem, caption="Semi-autoregressive generation beyond the training length (MDLM Sec. 4.3): "
+                "gen.\\ PPL and seconds per sequence, against one block of ancestral sampling.",
+                label="tab:semi_ar", formats=_FORMATS, pm={"gen_ppl": "gen_ppl_std"}, labels=_LABELS)
+    return agg
+
+
+def self_correction_table(json_paths, out_stem) -> pd.DataFrame:
+    df = sample_metrics(json_paths)
+    df = df[df["self_correct"] & df["gen_ppl_before"].notna()]
+    if df.empty:
+        raise ValueError("self_correction_table: no self-corrected samples (variants with self_correct: true)")
+    agg = _over_seeds(df, KEYS + ["p_uniform"], ["gen_ppl_before", "gen_ppl", "entropy_before", "entropy",
+                                                 "sc_changes_mean", "sc_steps_mean"])
+    agg = _sort(agg, ["p_uniform", "run", "steps"])
+    agg["delta_gen_ppl"] = agg["gen_ppl"] - agg["gen_ppl_before"]
+    write_table(agg.drop(columns=["gen_ppl_std"]), out_stem,
+                caption="GIDD self-correction (Rütte et al.\\ 2025, Sec. 5): gen.\\ PPL and entropy of the same samples "
+                "before and after correction, by uniform-noise share $p_u$.", label="tab:self_correction",
+                formats={**_FORMATS, "p_uniform": ".2f", "gen_ppl_before": ".1f", "entropy_before": ".2f",
+                         "sc_changes_mean": ".1f", "sc_steps_mean": ".1f", "delta_gen_ppl": "+.1f"},
+                labels={**_LABELS, "p_uniform": "p_u", "gen_ppl_before": "Gen. PPL before", "gen_ppl": "Gen. PPL after",
+                        "entropy_before": "Entropy before", "entropy": "Entropy after",
+                        "sc_changes_mean": "Tokens changed", "sc_steps_mean": "Correction steps",
+                        "delta_gen_ppl": "Δ Gen. PPL"})
+    return agg
+
+
+_FORMATS = {"steps": "d", "length": ".0f", "gen_ppl": ".1f", "gen_ppl_std": ".1f", "entropy": ".2f", "nfe": ".0f", "n_seeds": "d",
+            "seconds_per_sample": ".3f", "tokens_per_s": ".0f", "nucleus_p": ".2f"}
+_LABELS = {"length": "Tokens", "run": "Run", "algo": "Algo", "sampler": "Sampler", "sampler_kind": "Kind", "steps": "Steps",
+           "gen_ppl": "Gen. PPL", "entropy": "Entropy", "nfe": "NFE", "n_seeds": "Seeds",
+           "seconds_per_sample": "s / sample", "tokens_per_s": "tokens / s"}
+TABLES = {"distill": distill_table, "remdm": remdm_table, "sampler_speed": speed_table, "semi_ar": semi_ar_table,
+          "self_correction": self_correction_table}
