@@ -173,7 +173,7 @@ def resolve_run(config: dict, name: str) -> dict[str, Any]:
 
 # not filled with schema defaults: run entries inherit train_defaults (through `resolve_run`), and each
 # method owns the defaults of its algo_args (filling them in would hand every method every algo's keys)
-NOT_FILLED = ("runs", "algo_args")
+NOT_FILLED = ("runs", "algo_args", "distill")
 
 
 def apply_defaults(config: dict, schema_path: str) -> dict:
