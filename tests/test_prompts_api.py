@@ -1,0 +1,77 @@
+"""Conditioning from prompts (held-out blocks, a prompts file, the API's prefix / suffix / spans) and the
+`dlm sample --set` parser."""
+
+import json
+
+import pytest
+import torch
+
+from conftest import make_module
+from dlm.api import Model
+from dlm.data.tokenizer import load_tokenizer
+from dlm.sample import build_conditioning, file_conditioning, heldout_conditioning
+
+
+@pytest.fixture(scope="module")
+def model(packed):
+    tok = load_tokenizer(str(packed.parent / "tok"))
+    return Model(make_module("mdlm", vocab_size=len(tok) + 1, block_length=32).eval(), tok)
+
+
+def test_heldout_prompts_are_the_validation_blocks(packed):
+    from dlm.data.dataset import PackedDataset
+
+    ds = PackedDataset(str(packed), "valid")
+    c = heldout_conditioning(str(packed), 5, 32, "infill", 8, 4)
+    for i in range(5):
+        assert torch.equal(c.values[i], ds[i % len(ds)]["input_ids"])
+    assert c.fixed[:, :8].all() and c.fixed[:, -4:].all() and not c.fixed[:, 8:-4].any()
+    assert heldout_conditioning(str(packed), 2, 32, "prefix", 8, 4).fixed.sum(1).tolist() == [8, 8]
+    with pytest.raises(ValueError, match="leave nothing to generate"):
+        heldout_conditioning(str(packed), 2, 32, "infill", 20, 12)
+
+
+def test_prompts_file_prefix_and_suffix(model, tmp_path):
+    f = tmp_path / "p.jsonl"
+    f.write_text(json.dumps({"prefix": "And God said", "suffix": "and it was so."}) + "\nIn the beginning\n")
+    c = file_conditioning(model, str(f), 3, "prefix")
+    ids = model.encode("And God said")
+    assert c.values[0, :len(ids)].tolist() == ids and c.fixed[0].sum() == len(ids)
+    assert c.values[1, :c.fixed[1].sum()].tolist() == model.encode("In the beginning")
+    assert torch.equal(c.values[2], c.values[0])  # cycled
+    with pytest.raises(ValueError, match="has no suffix"):
+        file_conditioning(model, str(f), 2, "infill")  # the plain-text line has no suffix
+    c = file_conditioning(model, str(f), 1, "infill")
+    suf = model.encode("and it was so.")
+    assert c.values[0, -len(suf):].tolist() == suf and c.fixed[0, -len(suf):].all()
+    (tmp_path / "empty.txt").write_text("\n\n")
+    with pytest.raises(ValueError, match="no prompts"):
+        file_conditioning(model, str(tmp_path / "empty.txt"), 1, "prefix")
+    with pytest.raises(ValueError, match="unknown condition"):
+        build_conditioning(model, "middle", 1, None, None)
+    with pytest.raises(ValueError, match="prompts.path is not set"):
+        build_conditioning(model, "prefix", 1, {"source": "file"}, None)
+
+
+def test_api_generate_keeps_prefix_suffix_and_spans(model):
+    out = model.generate(3, steps=8, seed=0, prefix="And God said", suffix=[1, 2, 3], spans={12: "light"})
+    pre, span = model.encode("And God said"), model.encode("light")
+    for row in out.tokens.tolist():
+        assert row[:len(pre)] == pre and row[-3:] == [1, 2, 3] and row[12:12 + len(span)] == span
+    again = model.generate(3, steps=8, seed=0, prefix="And God said", suffix=[1, 2, 3], spans={12: "light"})
+    assert torch.equal(out.tokens, again.tokens) and out.nfe >= 1 and len(out.texts) == 3
+    with pytest.raises(ValueError, match="unknown setting"):
+        model.generate(1, steps=4, bogus=1)
+    with pytest.raises(ValueError, match="nothing left to generate"):
+        model.generate(1, steps=4, prefix=list(range(2, 34)))
+    sc = model.self_correct(out.tokens, seed=0, steps=4)
+    assert sc.tokens.shape == out.tokens.shape and "sc_final_acc" in sc.extra
+
+
+def test_cli_settings_are_yaml_values():
+    from dlm.cli import parse_settings
+
+    assert parse_settings(["eta=0.02", "modes=[pure-pc, constant]", "self_correct=true"]) == {
+        "eta": 0.02, "modes": ["pure-pc", "constant"], "self_correct": True}
+    with pytest.raises(SystemExit, match="KEY=VALUE"):
+        parse_settings(["eta"])
