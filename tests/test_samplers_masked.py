@@ -162,7 +162,7 @@ def test_dfm_takes_at_least_T_steps(module_factory):
     m = perturbed(module_factory("mdlm", vocab_size=K, block_length=L))
     for T in (1, 4, 16):
         out = run_sampler(m, "remdm_dfm", 2, T, gen())
-        assert out["steps"] >= T and not (out["tokens"] == MASK).any()
+        assert out["steps_taken"] >= T and not (out["tokens"] == MASK).any()
     assert out["remasked"] > 0
 
 

@@ -107,13 +107,14 @@ def generate(ckpt: str, sampler: str, steps: int, seed: int, num_samples: int, b
     with atomic_path(out) as tmp:
         with open(tmp, "w") as f:
             for i, row in enumerate(res.tokens.tolist()):
-                rec = {"tokens": row, "text": res.texts[i], "run": run, "algo": model.algo, "algo_args": algo_args,
+                rec = {**stats,  # sampler statistics first: they never overwrite the record's own fields
+                       "tokens": row, "text": res.texts[i], "run": run, "algo": model.algo, "algo_args": algo_args,
                        "sampler": variant or sampler, "sampler_kind": sampler, "settings": full, "steps": steps,
                        "seed": seed, "condition": full["condition"],
                        "prompt_tokens": int(fixed[i].sum()) if fixed is not None else 0,
                        "fixed": fixed[i].nonzero().flatten().tolist() if fixed is not None else [],
                        "nfe": res.nfe, "seconds": per_sample,
-                       "tokens_per_s": res.tokens.shape[1] / per_sample if per_sample > 0 else None, **stats}
+                       "tokens_per_s": res.tokens.shape[1] / per_sample if per_sample > 0 else None}
                 if before is not None:
                     rec["tokens_before"] = before[i].tolist()
                     rec["text_before"] = model.decode(before[i:i + 1])[0]

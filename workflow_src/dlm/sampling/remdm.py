@@ -201,7 +201,7 @@ def sample_dfm(module, n: int, steps: int, generator: torch.Generator, cond: Con
     which keeps both probabilities below 1: masked -> unmask with a_t (alpha_s - alpha_t)/(1 - alpha_t),
     unmasked -> remask with b_t (alpha_s/alpha_t - 1), i.e. ReMDM with sigma = b_t (alpha_s - alpha_t)/alpha_t
     (Prop. 2). It runs while t > (1 - 1e-5)/T, hence at least T steps, then removes the noise at the last t.
-    Returns {"tokens", "nfe", "remasked", "steps": the number of steps taken}.
+    Returns {"tokens", "nfe", "remasked", "steps_taken": the number of steps taken (>= T)}.
     """
     T = int(steps)
     L, mask_id, device = module.hparams.block_length, module.mask_id, module.device
@@ -221,4 +221,4 @@ def sample_dfm(module, n: int, steps: int, generator: torch.Generator, cond: Con
         remasked += int(remask.sum())
         t, taken = s, taken + 1
     z = noise_removal(z, mask_id, x_theta, torch.tensor(t, dtype=torch.float64))
-    return {"tokens": cond.apply(z), "nfe": x_theta.nfe, "remasked": remasked, "steps": taken}
+    return {"tokens": cond.apply(z), "nfe": x_theta.nfe, "remasked": remasked, "steps_taken": taken}
