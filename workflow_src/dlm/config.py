@@ -50,6 +50,19 @@ COMMON_SETTINGS: dict = {
 SAMPLER_ALGOS: dict[str, tuple[str, ...]] = {name: spec["algos"] for name, spec in SAMPLER_CATALOG.items()}
 
 
+def sampler_settings(sampler: str, overrides: dict | None = None, nucleus_p: float = 1.0) -> dict:
+    """COMMON_SETTINGS (nucleus default `nucleus_p`), then the sampler's defaults, then `overrides` ("sampler"
+    ignored). An unknown key raises ValueError(message, key, the keys it takes)."""
+    out = {**COMMON_SETTINGS, "nucleus_p": nucleus_p, **SAMPLER_CATALOG[sampler]["settings"]}
+    for key, value in (overrides or {}).items():
+        if key == "sampler":
+            continue
+        if key not in out:
+            raise ValueError(f"unknown setting {key!r} of sampler {sampler!r}; it takes {sorted(out)}", key, sorted(out))
+        out[key] = value
+    return out
+
+
 def resolve_variant(config: dict, name: str) -> dict:
     """The full settings of a sampler variant: `sampling.variants[name]` (or the bare sampler `name`)
     over the sampler's defaults over COMMON_SETTINGS, with `sampling.nucleus_p` as the nucleus default.
@@ -61,13 +74,11 @@ def resolve_variant(config: dict, name: str) -> dict:
         where = f"sampling.variants.{name}.sampler" if name in variants else "sampler"
         raise ConfigError(f"key '{where}': value {sampler!r} is invalid: expected a variant of sampling.variants "
                           f"or one of {sorted(SAMPLER_CATALOG)}")
-    settings = {**COMMON_SETTINGS, "nucleus_p": config.get("sampling", {}).get("nucleus_p", 1.0),
-                **SAMPLER_CATALOG[sampler]["settings"]}
-    for key in entry:
-        if key not in settings:
-            raise ConfigError(f"key 'sampling.variants.{name}.{key}': unknown setting of sampler {sampler!r}; "
-                              f"it takes {sorted(settings)}")
-    settings.update(entry)
+    try:
+        settings = sampler_settings(sampler, entry, config.get("sampling", {}).get("nucleus_p", 1.0))
+    except ValueError as e:
+        raise ConfigError(f"key 'sampling.variants.{name}.{e.args[1]}': unknown setting of sampler {sampler!r}; "
+                          f"it takes {e.args[2]}") from None
     return {"sampler": sampler, **settings}
 
 

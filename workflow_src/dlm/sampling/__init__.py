@@ -14,7 +14,7 @@ import importlib
 
 import torch
 
-from dlm.config import COMMON_SETTINGS, SAMPLER_CATALOG
+from dlm.config import COMMON_SETTINGS, SAMPLER_CATALOG, sampler_settings
 from dlm.sampling.common import Conditioning, conditioning_or_none
 
 # name -> (module, function, fixed keyword arguments)
@@ -57,14 +57,10 @@ def resolve_settings(sampler: str, settings: dict | None = None) -> dict:
     """The sampler's defaults and the common settings, overridden by `settings` (unknown keys are an error)."""
     if sampler not in SAMPLER_CATALOG:
         raise ValueError(f"unknown sampler {sampler!r}; expected one of {SAMPLERS}")
-    out = {**COMMON_SETTINGS, **SAMPLER_CATALOG[sampler]["settings"]}
-    for key, value in (settings or {}).items():
-        if key == "sampler":
-            continue
-        if key not in out:
-            raise ValueError(f"unknown setting {key!r} of sampler {sampler!r}; it takes {sorted(out)}")
-        out[key] = value
-    return out
+    try:
+        return sampler_settings(sampler, settings)
+    except ValueError as e:
+        raise ValueError(e.args[0]) from None
 
 
 @torch.no_grad()
