@@ -14,6 +14,7 @@ from scipy.special import ndtr, ndtri
 from dlm.algos import get_method
 from dlm.algos.duo import (
     DUO,
+    CacheTransform,
     distinct_ids,
     gaussian_latent,
     gaussian_scales,
@@ -23,7 +24,7 @@ from dlm.algos.duo import (
     top_order_statistics,
     topk_soft_input,
 )
-from dlm.diffusion.integral import compute_cache, save_cache, transformation
+from dlm.diffusion.integral import IntegralTable, compute_cache, save_cache, transformation
 from dlm.diffusion.transform_fit import PolyTransform
 from dlm.models.dit import DiT, make_config
 
@@ -88,10 +89,14 @@ def test_topk_faithful_rule_matches_alpha_biased_rule_does_not(K, gammas):
     g = torch.Generator().manual_seed(1)
     for gamma, alpha in zip(gammas, expected):
         x = torch.randint(0, K, (50, 1000), generator=g)
+        state = g.get_state()
         ids, weights, z = sample_topk_input(x, torch.full((50,), gamma), K, 2, 1e-3, g)
         est, se = alpha_estimate(z == x, K)
         assert abs(est - alpha) < 4.5 * se, (gamma, est, alpha)
         biased = torch.where(ids[..., -1] == x, x, ids[..., 0])  # x0 if it took a top-k slot
+        g_copy = torch.Generator().set_state(state)
+        _, _, z_orig = sample_topk_input(x, torch.full((50,), gamma), K, 2, 1e-3, g_copy, latent="in_topk")
+        assert torch.equal(z_orig, biased)  # `topk_latent: in_topk` is the original rule on the same draws
         est_b, se_b = alpha_estimate(biased == x, K)
         assert est_b - alpha > 20 * se_b, (gamma, est_b, alpha)
         assert ((ids == x[..., None]).sum(-1) <= 1).all()  # x0 only ever in the last slot, once
@@ -247,19 +252,39 @@ def test_poly9_fit_accuracy_owt():
         assert abs(a.item() - ref) < 3e-5, (gamma, a.item(), ref)
 
 
-def test_cache_lookup_agrees_with_integral(tmp_path):
+@pytest.mark.parametrize("lookup,points,tol_a,tol_d", [("linear", 4001, 1e-5, 1e-3), ("nearest", 100000, 2e-5, 2e-3)])
+def test_cache_lookup_agrees_with_integral(tmp_path, lookup, points, tol_a, tol_d):
+    """Ours (linear, analytic derivative) even on a coarse grid, and the original's on its 100000-point
+    grid (nearest point: half a grid step times the slope; forward difference with step 1e-3: O(h) bias)."""
     path = tmp_path / "integral.npz"
-    save_cache(path, compute_cache(50258, -5.0, -1.0, 4001))
-    tr = load_cache_transform(path, 50258, *OWT)
+    save_cache(path, compute_cache(50258, -5.0, -1.0, points))
+    tr = load_cache_transform(path, 50258, *OWT, lookup=lookup)
     t = torch.linspace(0.0, 1.0, 37, dtype=torch.float64)
     alpha, dalpha = tr.alpha_dalpha(t)
     span = OWT[1] - OWT[0]
     exact, exact_d = transformation(OWT[0] + t.numpy() * span, 50258)
-    assert np.abs(alpha.numpy() - exact).max() < 1e-5
-    assert np.abs(dalpha.numpy() - exact_d * span).max() < 1e-3
+    assert np.abs(alpha.numpy() - exact).max() < tol_a
+    assert np.abs(dalpha.numpy() - exact_d * span).max() < tol_d * span
     for gamma, ref in TABLE_OWT:  # K = 50257 table vs the K = 50258 cache: within 2e-5
         a, _ = tr.alpha_dalpha(torch.tensor([(gamma - OWT[0]) / span], dtype=torch.float64))
-        assert abs(a.item() - ref) < 3e-5
+        assert abs(a.item() - ref) < 2e-5 + tol_a
+
+
+def test_nearest_lookup_is_the_original_rule():
+    """alpha_nearest returns the grid value at round((N - 1)(gamma - gamma_min) / span) on a uniform grid
+    (duo.md Sec. 4.2), clips outside the grid, and the forward difference uses the same lookup."""
+    grid = np.linspace(-5.0, -1.0, 9)
+    table = IntegralTable({"gamma": grid, "alpha": np.arange(9.0), "dalpha_dgamma": np.zeros(9)})
+    gam = torch.tensor([-5.3, -4.8, -4.7, -2.9, -1.0, 0.4], dtype=torch.float64)
+    idx = np.clip(np.round((9 - 1) * (gam.numpy() + 5.0) / 4.0), 0, 8)
+    assert torch.equal(table.alpha_nearest(gam), torch.from_numpy(idx))
+    tr = CacheTransform(table, -5.0, -1.0, "nearest")
+    t = torch.tensor([0.1, 0.5])  # gamma -4.6 and -3.0: h = 1e-3 crosses no rounding boundary, difference 0
+    alpha, dalpha = tr.alpha_dalpha(t)
+    assert torch.equal(alpha, torch.tensor([1.0, 4.0], dtype=torch.float64)) and torch.equal(dalpha, torch.zeros(2, dtype=torch.float64))
+    t = torch.tensor([(-4.7505 + 5.0) / 4.0], dtype=torch.float64)  # just below a boundary: one grid step over h
+    _, dalpha = tr.alpha_dalpha(t)
+    assert torch.allclose(dalpha, torch.tensor([1.0 / 1e-3 * 4.0], dtype=torch.float64))
 
 
 def test_cache_errors_name_the_problem(tmp_path):

@@ -16,17 +16,19 @@ Curriculum loss (DUO Sec. 4.2, optimiser steps start <= step <= end):
      sparse approximation of it (`input: topk`), conditioned on sigma = -log alpha_t.
   6. Loss = udlm_nelbo(log x_theta, x0, z_t, alpha_t, dalpha_t).
 
+Cache lookup (`lookup`): `nearest` is the original code's (nearest grid point, dalpha/dt from a
+forward finite difference with step 1e-3 in gamma, O(1e-3) bias) and the default; `linear` is ours
+(linear interpolation of the cache and its analytic dalpha/dgamma).
+
 Deviations from the original code (s-sahoo/duo), all deliberate:
-  * Cache lookup is linear interpolation (`IntegralTable`), not nearest neighbour, and
-    dalpha/dt = (dalpha/dgamma)(gamma_t) (gamma_max - gamma_min) uses the analytic derivative stored in
-    the cache instead of a forward finite difference with step 1e-3 in gamma (O(1e-3) bias).
   * The cache must have the model's vocabulary size K (our `integral` rule computes it with the
     model's K); the original reused a K = 50257 cache for a K = 50258 model.
   * The curriculum runs for start <= step <= end; the original ran it for every step <= end
     (start only moved its tau schedule, which is constant with the scripts' settings).
-  * Top-k input: z_t = x0 iff the true coordinate beats the largest noise value (the exact
-    argmax), not "x0 if it is among the top-k" (see `topk_soft_input`); ids of the slots are a
-    uniformly random ordered k-tuple; the partition function keeps the k-th noise value exactly.
+  * Top-k input: by default z_t = x0 iff the true coordinate beats the largest noise value (the exact
+    argmax), not "x0 if it is among the top-k" (see `topk_soft_input`; `topk_latent: in_topk` restores
+    the original); ids of the slots are a uniformly random ordered k-tuple; the partition function
+    keeps the k-th noise value exactly.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ CURRICULUM_DEFAULTS: dict[str, Any] = {
     "input": "softmax",  # softmax | topk
     "transform": "cache",  # cache | poly9
     "top_k": 2,
+    "topk_latent": "argmax",  # argmax (exact) | in_topk (the original DUO++ code)
+    "lookup": "nearest",  # nearest + forward difference (the original DUO code) | linear (ours)
     "start": 0,
     "end": 500_000,
     "tau": 1e-3,
@@ -64,6 +68,10 @@ def resolve_curriculum(curriculum: dict | None) -> dict:
         raise ValueError(f"curriculum.input must be 'softmax' or 'topk', got {cur['input']!r}")
     if cur["transform"] not in ("cache", "poly9"):
         raise ValueError(f"curriculum.transform must be 'cache' or 'poly9', got {cur['transform']!r}")
+    if cur["topk_latent"] not in ("argmax", "in_topk"):
+        raise ValueError(f"curriculum.topk_latent must be 'argmax' or 'in_topk', got {cur['topk_latent']!r}")
+    if cur["lookup"] not in ("nearest", "linear"):
+        raise ValueError(f"curriculum.lookup must be 'nearest' or 'linear', got {cur['lookup']!r}")
     if int(cur["top_k"]) < 1:
         raise ValueError(f"curriculum.top_k must be >= 1, got {cur['top_k']}")
     if not 0 <= int(cur["start"]) <= int(cur["end"]):
@@ -145,7 +153,7 @@ def log_truncated_mgf(beta: float, scale: torch.Tensor, cap: torch.Tensor) -> to
 
 
 def topk_soft_input(x: torch.Tensor, true_val: torch.Tensor, noise_vals: torch.Tensor, noise_ids: torch.Tensor,
-                    sigma: torch.Tensor, tau: float, num_noise: int
+                    sigma: torch.Tensor, tau: float, num_noise: int, latent: str = "argmax"
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Sparse approximation of softmax(w / tau) and the exact argmax of w (DUO++ top-k curriculum).
 
@@ -169,11 +177,11 @@ def topk_soft_input(x: torch.Tensor, true_val: torch.Tensor, noise_vals: torch.T
     so they never all underflow.
 
     z_t = x if the true coordinate beats the LARGEST noise value, else the id of the largest noise
-    value (slot 0): the exact argmax of w, so z_t ~ Cat(alpha_t x + (1 - alpha_t) / K).
-    NOTE: this deviates from the original code, which takes z_t = x whenever the true coordinate is
-    among the top k. For k > 1 that is not argmax(w) and biases P(z_t = x) upward (K = 50258, k = 2:
-    0.680 instead of 0.596 at gamma = -3), i.e. the loss is computed for a latent that does not
-    follow the process with parameter alpha_t.
+    value (slot 0): the exact argmax of w, so z_t ~ Cat(alpha_t x + (1 - alpha_t) / K) (`latent`
+    "argmax", the default). This deviates from the original code, which takes z_t = x whenever the true
+    coordinate is among the top k (`latent` "in_topk"). For k > 1 that is not argmax(w) and biases
+    P(z_t = x) upward (K = 50258, k = 2: 0.680 instead of 0.596 at gamma = -3), i.e. the loss is
+    computed for a latent that does not follow the process with parameter alpha_t.
     """
     k = noise_vals.shape[-1]
     beta = 1.0 / tau
@@ -193,12 +201,17 @@ def topk_soft_input(x: torch.Tensor, true_val: torch.Tensor, noise_vals: torch.T
         known = torch.cat([known, tail[..., None]], dim=-1)  # (B, L, k + 2)
     log_z = torch.logsumexp(known, dim=-1, keepdim=True)  # (B, L, 1)
     weights = torch.exp(beta * vals - log_z).float()  # (B, L, k)
-    z = torch.where(true_val > noise_vals[..., 0], x, noise_ids[..., 0])  # (B, L) exact argmax
+    if latent == "argmax":
+        z = torch.where(true_val > noise_vals[..., 0], x, noise_ids[..., 0])  # (B, L) exact argmax
+    elif latent == "in_topk":
+        z = torch.where(kept, x, noise_ids[..., 0])  # (B, L) the original code's rule
+    else:
+        raise ValueError(f"latent must be 'argmax' or 'in_topk', got {latent!r}")
     return ids, weights, z
 
 
 def sample_topk_input(x: torch.Tensor, gamma: torch.Tensor, vocab_size: int, k: int, tau: float,
-                      generator: torch.Generator | None = None
+                      generator: torch.Generator | None = None, latent: str = "argmax"
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Draw the DUO++ sparse input without materialising w: (ids, weights, z_t) as `topk_soft_input`.
 
@@ -213,7 +226,7 @@ def sample_topk_input(x: torch.Tensor, gamma: torch.Tensor, vocab_size: int, k: 
     true_val = a[:, None] + s[:, None] * eps  # (B, L)
     raw = distinct_ids(shape, k, n, generator, device)  # (B, L, k) in [0, K - 1)
     noise_ids = raw + (raw >= x[..., None]).long()  # skip the true id
-    return topk_soft_input(x, true_val, noise_vals, noise_ids, s, tau, n)
+    return topk_soft_input(x, true_val, noise_vals, noise_ids, s, tau, n, latent)
 
 
 # --- the Diffusion Transformation on the curriculum range --------------------------------------------
@@ -221,22 +234,33 @@ def sample_topk_input(x: torch.Tensor, gamma: torch.Tensor, vocab_size: int, k: 
 class CacheTransform:
     """alpha(t), dalpha/dt from the cached integral (DUO Sec. 4.2; duo.md Sec. 4.2), t the curriculum time.
 
-    Linear interpolation of the cached alpha(gamma) and of its analytic dalpha/dgamma, times
-    dgamma/dt = gamma_max - gamma_min.
+    lookup "nearest" (the original code): alpha at the nearest grid point, and
+        dalpha/dt = (gamma_max - gamma_min) (alpha(gamma + h) - alpha(gamma)) / h,  h = 1e-3,
+    both values looked up the same way. lookup "linear" (ours): linear interpolation of the cached
+    alpha(gamma) and of its analytic dalpha/dgamma, times dgamma/dt = gamma_max - gamma_min.
     """
 
-    def __init__(self, table: IntegralTable, gamma_min: float, gamma_max: float):
+    FD_STEP = 1e-3  # the original's forward-difference step in gamma
+
+    def __init__(self, table: IntegralTable, gamma_min: float, gamma_max: float, lookup: str = "nearest"):
+        if lookup not in ("nearest", "linear"):
+            raise ValueError(f"lookup must be 'nearest' or 'linear', got {lookup!r}")
         self.table = table
         self.gamma_min, self.gamma_max = float(gamma_min), float(gamma_max)
+        self.lookup = lookup
 
     def alpha_dalpha(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         span = self.gamma_max - self.gamma_min
-        gamma = self.gamma_min + t.double() * span
-        return self.table.alpha(gamma), self.table.dalpha_dgamma(gamma) * span
+        gamma = self.gamma_min + t.double() * span  # (B,)
+        if self.lookup == "linear":
+            return self.table.alpha(gamma), self.table.dalpha_dgamma(gamma) * span
+        h = self.FD_STEP
+        alpha = self.table.alpha_nearest(gamma)
+        return alpha, (self.table.alpha_nearest(gamma + h) - alpha) / h * span
 
 
 def load_cache_transform(path: str | os.PathLike | None, vocab_size: int, gamma_min: float,
-                         gamma_max: float) -> CacheTransform:
+                         gamma_max: float, lookup: str = "nearest") -> CacheTransform:
     """Read and check the integral cache: its K must be the model's, its gamma grid must cover the curriculum."""
     if path is None:
         raise ValueError("curriculum.transform 'cache' needs integral_path (the `integral` rule's .npz); "
@@ -251,7 +275,7 @@ def load_cache_transform(path: str | os.PathLike | None, vocab_size: int, gamma_
     if not (table.gamma_min <= gamma_min and gamma_max <= table.gamma_max):
         raise ValueError(f"curriculum gamma range [{gamma_min}, {gamma_max}] is not inside the integral cache's "
                          f"range [{table.gamma_min}, {table.gamma_max}] ({os.fspath(path)!r})")
-    return CacheTransform(table, gamma_min, gamma_max)
+    return CacheTransform(table, gamma_min, gamma_max, lookup)
 
 
 # --- the method -------------------------------------------------------------------------------------
@@ -283,7 +307,8 @@ class DUO(UDLM):
             if cur["transform"] == "poly9":
                 self._transform = PolyTransform(self.hparams.vocab_size, lo, hi, degree=9)
             else:
-                self._transform = load_cache_transform(self.hparams.integral_path, self.hparams.vocab_size, lo, hi)
+                self._transform = load_cache_transform(self.hparams.integral_path, self.hparams.vocab_size, lo, hi,
+                                                       cur["lookup"])
         return self._transform
 
     def denoise_relaxed(self, inp: torch.Tensor | tuple[torch.Tensor, torch.Tensor], alpha: torch.Tensor
@@ -310,7 +335,8 @@ class DUO(UDLM):
             z = w.argmax(dim=-1)  # (B, L)
             inp = torch.softmax(w / float(cur["tau"]), dim=-1)  # (B, L, K)
         else:
-            ids, weights, z = sample_topk_input(x, gamma, K, int(cur["top_k"]), float(cur["tau"]), generator)
+            ids, weights, z = sample_topk_input(x, gamma, K, int(cur["top_k"]), float(cur["tau"]), generator,
+                                                cur["topk_latent"])
             inp = (ids, weights)  # (B, L, k) each
         return udlm_nelbo(self.denoise_relaxed(inp, alpha), x, z, alpha, dalpha)
 

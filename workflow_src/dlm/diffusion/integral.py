@@ -278,6 +278,18 @@ class IntegralTable:
     def alpha(self, gamma: torch.Tensor) -> torch.Tensor:
         return self._interp(gamma, "alpha")
 
+    def alpha_nearest(self, gamma: torch.Tensor) -> torch.Tensor:
+        """alpha at the nearest grid point (the original DUO code's lookup, duo.md Sec. 4.2), gamma clipped
+        to the grid. The nearest point is found by bisection, so non-uniform grids work too."""
+        gamma = torch.as_tensor(gamma)
+        out_dtype = gamma.dtype if gamma.is_floating_point() else torch.float32
+        tab = self._tables(gamma.device)
+        grid, values = tab["gamma"], tab["alpha"]
+        g = gamma.to(grid.dtype).clamp(grid[0], grid[-1]).reshape(-1).contiguous()
+        i = torch.searchsorted(grid, g, right=True).clamp(1, grid.numel() - 1)
+        i = torch.where(g - grid[i - 1] <= grid[i] - g, i - 1, i)  # ties go to the lower point
+        return values[i].reshape(gamma.shape).to(out_dtype)
+
     def dalpha_dgamma(self, gamma: torch.Tensor) -> torch.Tensor:
         return self._interp(gamma, "dalpha_dgamma")
 
