@@ -55,9 +55,9 @@ def record_inputs(module, what=lambda z, t: z.clone(), attr: str = "denoise") ->
     to the returned list."""
     seen, orig = [], getattr(module, attr)
 
-    def spy(z, t):
+    def spy(z, t, rows=None):
         seen.append(what(z, t))
-        return orig(z, t)
+        return orig(z, t) if rows is None else orig(z, t, rows)
 
     setattr(module, attr, spy)
     return seen

@@ -106,7 +106,8 @@ def test_mdlm_two_stage_step_matches_the_mixture(module_factory):
     probability (a_s - a_t)/(1 - a_t), and unmasked tokens follow x_theta."""
     m = module_factory("mdlm", vocab_size=8, block_length=4).eval()
     probs = torch.tensor([0.0, 0.0, 0.1, 0.2, 0.3, 0.1, 0.2, 0.1])  # ids 0 (BOS) and 1 ([MASK]) get nothing
-    m.denoise = lambda z, t: torch.log(probs.clamp_min(1e-30)).expand(*z.shape, 8)
+    m.denoise = lambda z, t, rows=None: torch.log(probs.clamp_min(1e-30)).expand(*z.shape, 8)[
+        (...,) if rows is None else rows]
     g = torch.Generator().manual_seed(0)
     # one step from t=1 to s=1e-5 unmasks (almost) everything; the final argmax handles the rest
     toks = torch.cat([run_sampler(m, "mdlm_ancestral", n=500, steps=1, generator=g)["tokens"].flatten()

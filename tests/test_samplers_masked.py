@@ -147,10 +147,10 @@ def test_remdm_loop_phase_two_keeps_the_masked_fraction(module_factory):
     seen = []
     orig = m.denoise
 
-    def spy(z, t):
+    def spy(z, t, *rows):
         if 0.1 < float(t[0]) < 0.45:  # well inside the loop phase (t_off, t_on] = (0.05, 0.55]
             seen.append((z == MASK).double().mean().item())
-        return orig(z, t)
+        return orig(z, t, *rows)
 
     m.denoise = spy
     out = run_sampler(m, "remdm_loop", 16, 40, gen(), settings={"eta": 0.1, "alpha_on": 0.8})
@@ -218,9 +218,9 @@ def test_conditioning_positions_never_change(module_factory, algo, sampler, sett
     name = "log_score" if algo == "sedd" else "denoise"
     orig = getattr(m, name)
 
-    def spy(z, t):
+    def spy(z, t, *rows):
         inputs.append(z.clone())
-        return orig(z, t)
+        return orig(z, t, *rows)
 
     setattr(m, name, spy)
     out = run_sampler(m, sampler, n, 10, gen(), cond=cond, settings=settings)
@@ -332,9 +332,9 @@ def test_d3pm_sampler_grid_errors_and_grid_times(module_factory):
     times = []
     orig = m.denoise
 
-    def spy(z, t):
+    def spy(z, t, *rows):
         times.append(float(t[0]))
-        return orig(z, t)
+        return orig(z, t, *rows)
 
     m.denoise = spy
     out = run_sampler(m, "d3pm_ancestral", 2, 4, gen())

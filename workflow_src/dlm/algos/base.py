@@ -70,6 +70,20 @@ class Method(nn.Module):
     def loss_mask(self, batch: dict) -> torch.Tensor:
         return batch["attention_mask"]
 
+    def output_log_probs(self, logits: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """The method's parameterisation of x_theta, position by position: log-probabilities (..., K) from
+        raw network logits (..., K) and the noisy tokens z (...) at the same positions."""
+        raise NotImplementedError
+
+    def denoise(self, z: torch.Tensor, t: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """log x_theta(z_t, t): (B, L, K) from z (B, L) and t (B,). With `rows` (B, L) bool, only those
+        positions: (m, K) in row-major order, and the output transform touches m rows instead of B L
+        (samplers that update a few positions per step ask only for those)."""
+        logits = self.backbone(z, self.sigma_input(t))  # (B, L, K)
+        if rows is not None:
+            logits, z = logits[rows], z[rows]  # (m, K), (m,)
+        return self.output_log_probs(logits, z)
+
     def sigma_input(self, t: torch.Tensor) -> torch.Tensor:
         """The conditioning fed to the DiT: sigma_t = -log alpha_t, or zeros without time conditioning."""
         if self.hparams.time_conditioning:

@@ -81,11 +81,10 @@ class D3PM(Method):
         if self.schedule.name != "loglinear":
             raise ValueError(f"d3pm assumes the loglinear noise schedule (MDLM code), got {self.schedule.name!r}")
 
-    def denoise(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """log x_theta(z_t, t): (B, L, K) log-softmax over all K ids (mask logit kept); t (B,) as given,
-        i.e. already a grid time when called by a sampler."""
-        logits = self.backbone(z, self.sigma_input(t)).float()
-        return torch.log_softmax(logits, dim=-1)
+    def output_log_probs(self, logits: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Log-softmax over all K ids, the mask logit kept (`denoise` takes t as given, i.e. already a
+        grid time when called by a sampler)."""
+        return torch.log_softmax(logits.float(), dim=-1)
 
     def reconstruction_nll(self, x: torch.Tensor) -> torch.Tensor:
         """-log p_theta(x | z_0 = x): (B, L), the model run on the clean input at t = 0 (sigma(0) = 0)."""

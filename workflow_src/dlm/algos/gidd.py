@@ -127,9 +127,9 @@ class GIDD(Method):
 
     # --- denoiser and objective ---------------------------------------------------------------------
 
-    def denoise(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """log x_theta(z_t, t): (B, L, K) normalised log-probabilities, -inf at [MASK] (no carry-over)."""
-        logits = self.backbone(z, self.sigma_input(t)).float()  # (B, L, K)
+    def output_log_probs(self, logits: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Normalised log-probabilities, -inf at [MASK] (no carry-over)."""
+        logits = logits.float().clone()  # (..., K)
         logits[..., self.mask_id] = float("-inf")
         return torch.log_softmax(logits, dim=-1)
 

@@ -27,7 +27,7 @@ def forward_mask(x: torch.Tensor, alpha: torch.Tensor, mask_id: int, generator: 
 
 
 def subs_log_probs(logits: torch.Tensor, z: torch.Tensor, mask_id: int) -> torch.Tensor:
-    """SUBS parameterisation: log x_theta (B, L, K) from raw logits (B, L, K) and the noisy input z (B, L)."""
+    """SUBS parameterisation: log x_theta (..., K) from raw logits (..., K) and the noisy input z (...)."""
     logits = logits.float().clone()
     logits[..., mask_id] += NEG_INF  # 1) zero masking probability
     log_probs = logits - torch.logsumexp(logits, dim=-1, keepdim=True)
@@ -41,9 +41,8 @@ class MDLM(Method):
     algo = "mdlm"
     default_time_conditioning = False  # MDLM's released OWT model: sigma is zeroed (Sec. 1.6 of the brief)
 
-    def denoise(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """log x_theta(z_t, t): (B, L, K) normalised log-probabilities over clean tokens."""
-        logits = self.backbone(z, self.sigma_input(t))
+    def output_log_probs(self, logits: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """SUBS: normalised log-probabilities over clean tokens, the observed token at unmasked positions."""
         return subs_log_probs(logits, z, self.mask_id)
 
     def token_nll(self, batch, t, generator=None):

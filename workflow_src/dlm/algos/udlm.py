@@ -59,10 +59,9 @@ def udlm_nelbo(log_x_theta: torch.Tensor, x: torch.Tensor, z: torch.Tensor, alph
 class UDLM(Method):
     algo = "udlm"
 
-    def denoise(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """log x_theta(z_t, t): (B, L, K) log-softmax over all K ids (mean parameterisation)."""
-        logits = self.backbone(z, self.sigma_input(t)).float()
-        return torch.log_softmax(logits, dim=-1)
+    def output_log_probs(self, logits: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Log-softmax over all K ids (mean parameterisation)."""
+        return torch.log_softmax(logits.float(), dim=-1)
 
     def token_nll(self, batch, t, generator=None):
         x = batch["input_ids"]  # (B, L)

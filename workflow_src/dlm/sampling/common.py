@@ -102,15 +102,18 @@ def conditioning_or_none(cond: Conditioning | None, n: int, length: int, device)
 
 class Denoiser:
     """x_theta(z_t, t) of a diffusion module as float64 probabilities (nucleus-filtered with the chosen
-    rule), counting network calls (NFE). t is a scalar shared by the batch."""
+    rule), counting network calls (NFE). t is a scalar shared by the batch. `rows` (n, L) bool asks for
+    those positions only ((m, K), row-major), so the output transform, exp and float64 copy touch m rows:
+    the masked samplers update a few positions per step and ask only for those."""
 
     def __init__(self, module, nucleus_p: float = 1.0, nucleus_rule: str = "keep_crossing"):
         self.module, self.nucleus_p, self.nucleus_rule, self.nfe = module, nucleus_p, nucleus_rule, 0
 
-    def log_probs(self, z: torch.Tensor, t) -> torch.Tensor:
-        """Unfiltered log x_theta (n, L, K) in the module's precision (one network call)."""
+    def log_probs(self, z: torch.Tensor, t, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Unfiltered log x_theta (n, L, K), or (m, K) at `rows`, in the module's precision (one network call)."""
         self.nfe += 1
-        return self.module.denoise(z, torch.full((z.shape[0],), float(t), device=z.device))
+        return self.module.denoise(z, torch.full((z.shape[0],), float(t), device=z.device), rows)
 
-    def __call__(self, z: torch.Tensor, t) -> torch.Tensor:
-        return top_p_filter(self.log_probs(z, t).exp().double(), self.nucleus_p, self.nucleus_rule)  # (n, L, K)
+    def __call__(self, z: torch.Tensor, t, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Filtered float64 probabilities (n, L, K), or (m, K) at `rows`."""
+        return top_p_filter(self.log_probs(z, t, rows).exp().double(), self.nucleus_p, self.nucleus_rule)

@@ -33,17 +33,17 @@ def masked_steps(module, z: torch.Tensor, ts: torch.Tensor, generator: torch.Gen
         u = torch.rand(z.shape, dtype=torch.float64, device=z.device, generator=generator)  # (n, L)
         unmask = (z == mask_id) & (u < (a_s - a_t) / (1 - a_t)) & ~cond.fixed  # (n, L)
         if unmask.any() or not lazy:
-            probs = x_theta(z, t)  # (n, L, K); [MASK] has probability 0 under SUBS
+            probs = x_theta(z, t, rows=unmask)  # (m, K) at the unmasking positions; [MASK] has probability 0
         if unmask.any():
-            z = z.masked_scatter(unmask, sample_categorical(probs[unmask], generator))
+            z = z.masked_scatter(unmask, sample_categorical(probs, generator))
     return z
 
 
 def noise_removal(z: torch.Tensor, mask_id: int, x_theta, t) -> torch.Tensor:
     """Most likely token wherever [MASK] remains (MDLM's final step at t_min)."""
-    still = z == mask_id
+    still = z == mask_id  # (n, L)
     if still.any():
-        z = torch.where(still, x_theta(z, t).argmax(-1), z)
+        z = z.masked_scatter(still, x_theta(z, t, rows=still).argmax(-1))
     return z
 
 

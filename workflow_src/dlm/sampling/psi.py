@@ -209,9 +209,9 @@ def _masked_step(z, t, a_t, a_s, kappa, x_theta, generator, cond, mask_id):
     masked = z == mask_id  # (n, L)
     unmask = masked & (u < p_unmask) & ~cond.fixed
     remask = ~masked & (u < p_remask) & ~cond.fixed
-    probs = x_theta(z, t)  # (n, L, K); [MASK] has probability 0
+    probs = x_theta(z, t, rows=unmask)  # (m, K); [MASK] has probability 0
     if unmask.any():
-        z = z.masked_scatter(unmask, sample_categorical(probs[unmask], generator))
+        z = z.masked_scatter(unmask, sample_categorical(probs, generator))
     return z.masked_fill(remask, mask_id)
 
 

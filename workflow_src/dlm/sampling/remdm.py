@@ -87,7 +87,7 @@ def sigma_t(strategy: str, a_t: torch.Tensor, a_s: torch.Tensor, eta: float = 0.
 
 def remdm_update(z: torch.Tensor, x_theta, t, a_t: torch.Tensor, a_s: torch.Tensor, sigma: torch.Tensor,
                  generator: torch.Generator, cond: Conditioning, mask_id: int):
-    """One draw of the remasking posterior (brief 3.1). z (n, L); x_theta(z, t) -> (n, L, K) float64 probs;
+    """One draw of the remasking posterior (brief 3.1). z (n, L); x_theta(z, t, rows) -> (m, K) float64 probs;
     sigma a scalar or (n, L). Returns (z_s, unmasked (n, L) bool, remasked (n, L) bool, psi (k,) = x_theta of
     the k tokens just drawn, row-major over `unmasked`).
 
@@ -104,7 +104,7 @@ def remdm_update(z: torch.Tensor, x_theta, t, a_t: torch.Tensor, a_s: torch.Tens
     unmask = masked & (u < p_unmask)  # (n, L)
     psi = torch.zeros(0, dtype=torch.float64, device=z.device)
     if unmask.any():
-        probs = x_theta(z, t)[unmask]  # (k, K)
+        probs = x_theta(z, t, rows=unmask)  # (k, K)
         new = sample_categorical(probs, generator)  # (k,)
         psi = probs.gather(-1, new[:, None]).squeeze(-1)
         z = z.masked_scatter(unmask, new)
