@@ -9,8 +9,9 @@ import torch.nn.functional as F
 from dlm.diffusion.gidd_schedule import HybridSchedule
 from dlm.diffusion.schedules import LogLinear
 from dlm.sampling import get_sampler, run_sampler
-from dlm.sampling.common import Conditioning
-from dlm.sampling.gidd import gidd_posterior, gidd_time_grid, min_p_filter
+from dlm.sampling.common import Conditioning, Denoiser, DenoiserOutput, draw_mixture
+from dlm.sampling.duo import posterior_weights, uniform_posterior
+from dlm.sampling.gidd import gidd_posterior, gidd_step, gidd_time_grid, min_p_filter
 from dlm.sampling.psi import (masked_psi_rates, psi_kappas, psi_time_grid, sample_psi, segment_sizes,
                               uniform_psi_probs)
 from dlm.sampling.self_correct import self_correct
@@ -174,6 +175,54 @@ def test_psi_keeps_the_forward_marginals_for_a_perfect_denoiser(kappa):
     assert float(a_t * (1 - p_re) + (1 - a_t) * p_un) == pytest.approx(float(a_s), abs=1e-14)
 
 
+def _dense_mixture(x_theta: torch.Tensor, z: torch.Tensor, w) -> torch.Tensor:
+    """w_x x_theta + w_u / K + w_z e_z, normalised: (n, L, K) float64."""
+    w_x, w_u, w_z = w
+    K = x_theta.shape[-1]
+    dense = w_x[..., None] * x_theta + w_u[..., None] / K + w_z[..., None] * F.one_hot(z, K).double()
+    return dense / dense.sum(-1, keepdim=True)
+
+
+@pytest.mark.parametrize("kappa", [0.0, 0.37, 1.0])
+def test_mixture_weights_are_the_dense_posterior_and_psi_step(kappa):
+    """The three-component form the samplers draw from equals the dense posterior / Ψ-step (and the final
+    step x_theta ⊙ (K α_t e_z + 1 - α_t)) to float64 rounding, for an arbitrary x_theta."""
+    g = torch.Generator().manual_seed(0)
+    K = 7
+    x_theta = torch.softmax(3 * torch.randn(4, 5, K, generator=g, dtype=torch.float64), -1)  # (n, L, K)
+    z = torch.randint(0, K, (4, 5), generator=g)
+    a_t, a_s = torch.tensor(0.2, dtype=torch.float64), torch.tensor(0.65, dtype=torch.float64)
+    x_z = x_theta.gather(-1, z[..., None]).squeeze(-1)
+    mix = _dense_mixture(x_theta, z, posterior_weights(x_z, a_t, a_s, K, kappa))
+    ref = uniform_psi_probs(x_theta, z, a_t, a_s, kappa)
+    assert torch.allclose(mix, ref / ref.sum(-1, keepdim=True), atol=1e-15)
+    if kappa == 1.0:
+        post = uniform_posterior(x_theta, z, a_t, a_s)
+        assert torch.allclose(mix, post / post.sum(-1, keepdim=True), atol=1e-15)
+        final = x_theta * (K * a_t * F.one_hot(z, K).double() + 1 - a_t)
+        mix1 = _dense_mixture(x_theta, z, posterior_weights(x_z, a_t, torch.ones_like(a_t), K))
+        assert torch.allclose(mix1, final / final.sum(-1, keepdim=True), atol=1e-15)
+
+
+@pytest.mark.parametrize("nucleus_p", [1.0, 0.8])
+def test_draw_mixture_frequencies(nucleus_p):
+    """Two-stage draws (component, then token) follow the dense mixture: empirical frequencies over 20000
+    positions sharing one distribution are within 5 standard errors of it, with and without a nucleus filter."""
+    K, n = 6, 20000
+    logits = torch.tensor([2.0, 1.0, 0.5, 0.0, -1.0, -3.0])
+    log_p = torch.log_softmax(logits, -1).expand(1, n, K)  # (1, n, K)
+    den = Denoiser(module=None, nucleus_p=nucleus_p)
+    out = DenoiserOutput(den, log_p)
+    z = torch.full((1, n), 4)
+    a_t, a_s = torch.tensor(0.3, dtype=torch.float64), torch.tensor(0.6, dtype=torch.float64)
+    w = posterior_weights(out.at(z), a_t, a_s, K, 0.5)
+    draws = draw_mixture(out, z, w[0], w[1], [(w[2], z)], K, torch.Generator().manual_seed(3))
+    want = _dense_mixture(den.filter(log_p), z, w)[0, 0]  # (K,)
+    freq = torch.bincount(draws.flatten(), minlength=K).double() / n
+    se = (want * (1 - want) / n).sqrt().clamp_min(1e-4)
+    assert ((freq - want).abs() <= 5 * se).all(), (freq, want)
+
+
 def test_masked_psi_step_frequencies(module_factory):
     """The two-stage masked step unmasks and remasks at the Ψ rates (grid 1 -> 2/3 -> 1/3 -> 1e-5)."""
     m = module_factory("mdlm", vocab_size=8, block_length=64).eval()
@@ -214,6 +263,23 @@ def test_gidd_posterior_is_bayes_rule_for_a_perfect_denoiser():
         post = gidd_posterior(onehot.expand(1, K, K), torch.arange(K)[None], sched, t, s)[0]  # (z_t, z_s)
         bayes = Q.T * q_s[None]  # [z_t, z_s] = q(z_t | z_s) q(z_s | x)
         assert torch.allclose(post, bayes / bayes.sum(-1, keepdim=True), atol=1e-13)
+
+
+@pytest.mark.parametrize("z_t", [1, 3])  # [MASK] and a token
+def test_gidd_two_stage_step_follows_the_posterior(z_t):
+    """`gidd_step` (component, then token) draws from `gidd_posterior`: frequencies over 40000 positions
+    within 5 standard errors, for a z_t that is [MASK] and one that is a token."""
+    K, mask, n = 6, 1, 40000
+    sched = HybridSchedule(K, mask, p_uniform=0.2)
+    t, s = torch.tensor(0.7, dtype=torch.float64), torch.tensor(0.35, dtype=torch.float64)
+    logits = torch.tensor([0.5, -torch.inf, 2.0, 1.0, -0.5, 0.0])  # GIDD's x_theta is 0 at [MASK]
+    log_p = torch.log_softmax(logits, -1).expand(1, n, K)
+    z = torch.full((1, n), z_t)
+    draws = gidd_step(DenoiserOutput(Denoiser(None), log_p), z, sched, t, s, K, torch.Generator().manual_seed(5))
+    want = gidd_posterior(log_p[:, :1].exp(), z[:, :1], sched, t, s)[0, 0]  # (K,)
+    freq = torch.bincount(draws.flatten(), minlength=K).double() / n
+    se = (want * (1 - want) / n).sqrt().clamp_min(1e-4)
+    assert ((freq - want).abs() <= 5 * se).all(), (freq, want)
 
 
 def test_gidd_grid_and_min_p():

@@ -116,4 +116,74 @@ class Denoiser:
 
     def __call__(self, z: torch.Tensor, t, rows: torch.Tensor | None = None) -> torch.Tensor:
         """Filtered float64 probabilities (n, L, K), or (m, K) at `rows`."""
-        return top_p_filter(self.log_probs(z, t, rows).exp().double(), self.nucleus_p, self.nucleus_rule)
+        return self.filter(self.log_probs(z, t, rows))
+
+    def filter(self, log_p: torch.Tensor) -> torch.Tensor:
+        """Float64 probabilities (..., K) from log x_theta (..., K), nucleus-filtered."""
+        return top_p_filter(log_p.exp().double(), self.nucleus_p, self.nucleus_rule)
+
+    def output(self, z: torch.Tensor, t) -> "DenoiserOutput":
+        """x_theta at every position from one network call, evaluated lazily (see `DenoiserOutput`)."""
+        return DenoiserOutput(self, self.log_probs(z, t))
+
+
+class DenoiserOutput:
+    """One call's x_theta (n, L, K), read where a sampler needs it: `at(ids)` the probabilities of given ids
+    (n, L), `rows(mask)` whole float64 distributions (m, K) at some positions, `argmax()`. Without a
+    nucleus filter only the positions asked for are exponentiated and copied to float64; with one, the
+    filtered (n, L, K) is built once (the filter needs whole rows)."""
+
+    def __init__(self, denoiser: Denoiser, log_p: torch.Tensor):
+        self.denoiser, self.log_p = denoiser, log_p  # (n, L, K)
+        self.full = denoiser.filter(log_p) if denoiser.nucleus_p < 1.0 else None  # (n, L, K) float64
+
+    def at(self, ids: torch.Tensor) -> torch.Tensor:
+        """x_theta[ids] (n, L) float64 for ids (n, L)."""
+        if self.full is not None:
+            return self.full.gather(-1, ids[..., None]).squeeze(-1)
+        return self.log_p.gather(-1, ids[..., None]).squeeze(-1).double().exp()
+
+    def rows(self, mask: torch.Tensor) -> torch.Tensor:
+        """x_theta (m, K) float64 at the positions of mask (n, L) bool, row-major."""
+        if self.full is not None:
+            return self.full[mask]
+        return self.denoiser.filter(self.log_p[mask])
+
+    def argmax(self) -> torch.Tensor:
+        """argmax x_theta (n, L) (the nucleus filter always keeps the top entry)."""
+        return self.log_p.argmax(-1)
+
+
+def draw_mixture(x: DenoiserOutput, z: torch.Tensor, w_x: torch.Tensor, w_u: torch.Tensor,
+                 points: list[tuple[torch.Tensor, torch.Tensor | int]], vocab_size: int,
+                 generator: torch.Generator | None = None, exclude: int | None = None) -> torch.Tensor:
+    """One draw per position from  w_x x_theta + w_u Uniform + sum_i w_i e_{id_i}  (unnormalised weights
+    (n, L) float64, each component normalised; Uniform over the K ids, or over the K - 1 ids other than
+    `exclude`; `points` = [(w_i, id_i)] with id_i an (n, L) tensor or one id): the form of every
+    uniform-state reverse step (DUO posterior, Ψ-samplers, the final step, GIDD's posterior). Exact, in two
+    stages: a float64 uniform picks the component, then a token is drawn from x_theta only at the positions
+    that picked it (so x_theta is read in full only there). Draw order: component uniforms (n, L), x_theta
+    tokens (row-major), uniform tokens."""
+    u = torch.rand(z.shape, dtype=torch.float64, device=z.device, generator=generator)  # (n, L)
+    total = w_x + w_u
+    for w, _ in points:
+        total = total + w
+    r = u * total  # (n, L)
+    pick_x = r < w_x  # (n, L)
+    pick_u = ~pick_x & (r < w_x + w_u)
+    out = z.clone()
+    lo = w_x + w_u
+    for w, ids in points:  # point masses: the positions whose r falls in [lo, lo + w)
+        hit = (r >= lo) & (r < lo + w)
+        out = torch.where(hit, ids, out)
+        lo = lo + w
+    if pick_x.any():
+        out[pick_x] = sample_categorical(x.rows(pick_x), generator)
+    if pick_u.any():
+        m = int(pick_u.sum())
+        if exclude is None:
+            out[pick_u] = torch.randint(0, vocab_size, (m,), generator=generator, device=z.device)
+        else:
+            v = torch.randint(0, vocab_size - 1, (m,), generator=generator, device=z.device)
+            out[pick_u] = v + (v >= exclude).long()  # skip the excluded id
+    return out

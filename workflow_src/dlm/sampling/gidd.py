@@ -21,7 +21,9 @@ Deviations from the original GiddSampler (all documented for the README):
   * A final step at t = ts[0] = t_eps replaces every [MASK] still present by argmax x_theta(z, t_eps) (one
     more call, only if some [MASK] remains); the original returned the [MASK]s and the decoder dropped them.
   * min-p keeps the largest entry of each row (the original produced NaN when every entry was below min_p).
-  * Probabilities in float64 and inverse-CDF categorical draws (`sample_categorical`) instead of bf16 autocast.
+  * Probabilities in float64 and inverse-CDF categorical draws (`sample_categorical`) instead of bf16 autocast;
+    without min-p each step is drawn as the mixture the posterior is (`gidd_step`: which component, then a
+    token), so x_theta is exponentiated only where a token is drawn from it.
   * Conditioning (fixed positions) is re-applied after every step (not in the original).
 The prior is all-[MASK] as the original, although q_{1 - t_eps} puts a tiny uniform share c_t / C_t on tokens.
 """
@@ -30,7 +32,8 @@ from __future__ import annotations
 
 import torch
 
-from dlm.sampling.common import Conditioning, Denoiser, conditioning_or_none, sample_categorical
+from dlm.sampling.common import (Conditioning, Denoiser, DenoiserOutput, conditioning_or_none, draw_mixture,
+                                 sample_categorical)
 
 
 def gidd_time_grid(steps: int, t_eps: float = 1e-4, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -50,6 +53,23 @@ def gidd_posterior(probs: torch.Tensor, z: torch.Tensor, schedule, t: torch.Tens
     q_s_z = q_s.gather(-1, z[..., None])  # (n, L, 1)
     w = (f_z * q_s).scatter_add_(-1, z[..., None], a_ts * q_s_z)  # (n, L, K) q_{t|s}(z | j) q_s(j)
     return w / (f_z + a_ts * q_s_z)  # divided by q_t(z | x_theta)
+
+
+def gidd_step(x: DenoiserOutput, z: torch.Tensor, schedule, t: torch.Tensor, s: torch.Tensor, vocab_size: int,
+              generator: torch.Generator | None) -> torch.Tensor:
+    """z_s (n, L) ~ `gidd_posterior`, drawn as the mixture it is (`draw_mixture`, exact). With f_z =
+    (β_{t|s} π_{t|s})_z, the posterior vector f_z q_s + α_{t|s} q_s(z) e_z has the components
+      x_theta: f_z α_s,  Uniform over the K - 1 non-mask ids: f_z (K - 1) u_s,  e_[MASK]: f_z m_s,
+      e_z: α_{t|s} q_s(z),  q_s(z) = α_s x_theta[z] + (m_s if z = [MASK] else u_s)
+    (x_theta is 0 at [MASK]), so x_theta is read in full only where a token is drawn from it."""
+    mask_id = schedule.mask_id
+    a_s, m_s, u_s = (v.to(z.device) for v in schedule.shares(s))
+    a_ts, m_ts, u_ts = (v.to(z.device) for v in schedule.transition_shares(s, t))
+    is_mask = z == mask_id  # (n, L)
+    f_z = torch.where(is_mask, m_ts, u_ts).double()  # (n, L)
+    q_s_z = a_s * x.at(z) + torch.where(is_mask, m_s, u_s)  # (n, L)
+    return draw_mixture(x, z, f_z * a_s, f_z * (vocab_size - 1) * u_s,
+                        [(f_z * m_s, mask_id), (a_ts * q_s_z, z)], vocab_size, generator, exclude=mask_id)
 
 
 def min_p_filter(probs: torch.Tensor, min_p: float) -> torch.Tensor:
@@ -76,9 +96,13 @@ def sample_gidd(module, n: int, steps: int, generator: torch.Generator, cond: Co
     z = cond.apply(torch.full((n, L), module.mask_id, dtype=torch.long, device=device))  # (n, L) all [MASK]
     for i in range(steps, 0, -1):
         t, s = ts[i], ts[i - 1]
-        post = min_p_filter(gidd_posterior(x_theta(z, t), z, schedule, t, s), min_p)  # (n, L, K)
-        z = cond.apply(sample_categorical(post, generator))
+        if min_p > 0.0:  # the filter needs the whole posterior
+            post = min_p_filter(gidd_posterior(x_theta(z, t), z, schedule, t, s), min_p)  # (n, L, K)
+            z = sample_categorical(post, generator)
+        else:
+            z = gidd_step(x_theta.output(z, t), z, schedule, t, s, module.hparams.vocab_size, generator)
+        z = cond.apply(z)
     still = z == module.mask_id  # (n, L)
     if still.any():
-        z = torch.where(still, x_theta(z, ts[0]).argmax(-1), z)
+        z = z.masked_scatter(still, x_theta(z, ts[0], rows=still).argmax(-1))
     return {"tokens": cond.apply(z), "nfe": x_theta.nfe}

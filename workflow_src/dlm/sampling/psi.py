@@ -65,7 +65,7 @@ from __future__ import annotations
 import torch
 
 from dlm.sampling.common import Conditioning, Denoiser, conditioning_or_none, sample_categorical
-from dlm.sampling.duo import uniform_posterior
+from dlm.sampling.duo import final_step, uniform_posterior, uniform_step
 from dlm.sampling.mdlm import noise_removal
 
 MASKED_ALGOS = ("mdlm", "sdtt")
@@ -254,21 +254,12 @@ def sample_psi(module, n: int, steps: int, generator: torch.Generator, cond: Con
         a_t, a_s = module.schedule.alpha(t), module.schedule.alpha(s)
         if masked:
             z = _masked_step(z, t, a_t, a_s, k, x_theta, generator, cond, module.mask_id)
-        elif k == 1.0:  # the ancestral step of duo.py, same draws
-            z = sample_categorical(uniform_posterior(x_theta(z, t), z, a_t, a_s), generator)
-        else:
-            z = sample_categorical(uniform_psi_probs(x_theta(z, t), z, a_t, a_s, k), generator)
+        else:  # k == 1: the ancestral step of duo.py, same draws
+            z = uniform_step(x_theta.output(z, t), z, a_t, a_s, K, generator, k)
         z = cond.apply(z)
 
     if masked:
         z = noise_removal(z, module.mask_id, x_theta, ts[-1])
     else:
-        probs = x_theta(z, ts[-1])  # (n, L, K)
-        if final == "greedy":
-            z = probs.argmax(-1)
-        else:
-            a_t = module.schedule.alpha(ts[-1])
-            w = probs * (1 - a_t)  # x ∝ x_theta ⊙ (K α_t e_z + 1 - α_t)
-            w.scatter_add_(-1, z[..., None], K * a_t * probs.gather(-1, z[..., None]))
-            z = sample_categorical(w, generator)
+        z = final_step(x_theta.output(z, ts[-1]), z, module.schedule.alpha(ts[-1]), K, final, generator)
     return {"tokens": cond.apply(z), "nfe": x_theta.nfe}
