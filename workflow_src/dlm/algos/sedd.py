@@ -46,11 +46,13 @@ def absorb_log_score(raw: torch.Tensor, z: torch.Tensor, sigma: torch.Tensor) ->
     """SEDD Sec. 3.5 absorb scaling: log s (B, L, K) = raw - log(e^sigma - 1) - log(K - 1), and 0 at z_t.
 
     raw: (B, L, K) network output (K includes the [MASK] column); z: (B, L) noisy ids;
-    sigma: (B,) total noise -log alpha_t.
+    sigma: (B,) total noise -log alpha_t. Also row-wise: raw (m, K), z (m,), sigma (m,).
     """
     K = raw.shape[-1]
+    sig = log_expm1(sigma.to(raw.dtype))
+    sig = sig.reshape(sig.shape + (1,) * (raw.dim() - sig.dim()))  # (B, 1, 1) or (m, 1)
     # subtract the two terms one after the other, in the original's order: bit-identical imported logits
-    log_s = raw - log_expm1(sigma.to(raw.dtype))[:, None, None] - math.log(K - 1)  # (B, L, K)
+    log_s = raw - sig - math.log(K - 1)  # (B, L, K)
     return log_s.scatter(-1, z[..., None], 0.0)  # the ratio p_t(z)/p_t(z) = 1
 
 
@@ -84,12 +86,16 @@ class SEDD(Method):
     algo = "sedd"
     default_time_conditioning = True  # conditioned on the total noise sigma_t (the default sigma_input)
 
-    def log_score(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """log s_theta(z_t, t): (B, L, K) log concrete scores (0 at the current token), for the samplers.
+    def log_score(self, z: torch.Tensor, t: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """log s_theta(z_t, t): (B, L, K) log concrete scores (0 at the current token), for the samplers;
+        with `rows` (B, L) bool only those positions, (m, K) row-major (as `Method.denoise`).
 
         The scaling always uses the true total noise sigma_t, whatever the network is conditioned on."""
         raw = self.backbone(z, self.sigma_input(t)).float()  # (B, L, K)
-        return absorb_log_score(raw, z, self.schedule.sigma(t))
+        sigma = self.schedule.sigma(t)  # (B,)
+        if rows is None:
+            return absorb_log_score(raw, z, sigma)
+        return absorb_log_score(raw[rows], z[rows], sigma[:, None].expand(z.shape)[rows])  # (m, K)
 
     def token_nll(self, batch, t, generator=None):
         x = batch["input_ids"]  # (B, L)

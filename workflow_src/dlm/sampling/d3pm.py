@@ -39,8 +39,8 @@ def d3pm_grid(T: int, steps: int) -> list[int]:
 
 def d3pm_split(log_probs: torch.Tensor, mask_id: int, nucleus_p: float = 1.0, nucleus_rule: str = "keep_crossing"
                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x_theta(m) (n, L), clean-token distribution (n, L, K) renormalised over y != m, nucleus-filtered),
-    float64, from log x_theta (n, L, K) with the mask logit kept."""
+    """(x_theta(m) (...), clean-token distribution (..., K) renormalised over y != m, nucleus-filtered),
+    float64, from log x_theta (..., K) with the mask logit kept."""
     lp = log_probs.double()
     x_m = lp[..., mask_id].exp()  # (n, L)
     lp = lp.clone()
@@ -70,10 +70,12 @@ def sample_d3pm(module, n: int, steps: int, generator: torch.Generator, cond: Co
         masked = (z == mask_id) & ~cond.fixed  # (n, L)
         if not masked.any():
             break  # nothing left to denoise (e.g. a fully conditioned batch)
-        x_m, tok = d3pm_split(x_theta.log_probs(z, t), mask_id, nucleus_p, nucleus_rule)
+        log_p = x_theta.log_probs(z, t)  # (n, L, K)
+        x_m = log_p[..., mask_id].double().exp()  # (n, L) x_theta(m), as d3pm_split
         u = torch.rand(z.shape, dtype=torch.float64, device=device, generator=generator)  # (n, L)
         unmask = masked & (u < d3pm_unmask_probability(x_m, t, s))
-        if unmask.any():
-            z = z.masked_scatter(unmask, sample_categorical(tok[unmask], generator))
+        if unmask.any():  # the clean-token distribution only where a token is drawn
+            _, tok = d3pm_split(log_p[unmask], mask_id, nucleus_p, nucleus_rule)  # (m, K)
+            z = z.masked_scatter(unmask, sample_categorical(tok, generator))
         z = cond.apply(z)
     return {"tokens": cond.apply(z), "nfe": x_theta.nfe}

@@ -41,7 +41,7 @@ def subs_log_score(probs: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
 
 
 def masked_score_summary(log_s: torch.Tensor, mask_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log S (n, L), pi (n, L, K)) from log scores (n, L, K): S = sum_{y != m} s_y and pi = s / S, with
+    """(log S (...), pi (..., K)) from log scores (..., K): S = sum_{y != m} s_y and pi = s / S, with
     the mask column (the current token at a masked position) excluded. float64, stable in log space."""
     log_s = log_s.double().clone()
     log_s[..., mask_id] = -torch.inf
@@ -68,7 +68,9 @@ class ScoreModel:
     For SUBS, log S = -log expm1(sigma_t) needs no network call (x_theta sums to 1, also after the nucleus
     filter), so `log_S` is analytic and `pi` calls the network only when asked, i.e. only at steps where
     some position unmasks (exact with or without time conditioning, like `mdlm_ancestral`). For SEDD both
-    come from one call of `module.log_score`, made at every step.
+    come from one call of `module.log_score`, made at every step, on the masked positions only (the others
+    never change); log S is a float32 log-sum-exp (the unmask draw itself is float64), and pi is built in
+    float64 only at the positions that unmask.
     """
 
     def __init__(self, module, nucleus_p: float, nucleus_rule: str):
@@ -83,22 +85,29 @@ class ScoreModel:
         return self.x_theta.nfe + self.sedd_calls
 
     def log_S(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """log S (n, L) float64 at time t (a float64 scalar)."""
+        """log S (n, L) float64 at time t (a float64 scalar); for SEDD -inf where z is not [MASK]."""
         if not self.sedd:
             sigma = self.module.schedule.sigma(t.double())
             return (-log_expm1(sigma)).to(z.device).expand(z.shape)
         self.sedd_calls += 1
         tt = torch.full((z.shape[0],), float(t), device=z.device)
-        log_S, pi = masked_score_summary(self.module.log_score(z, tt), self.mask_id)  # (n, L), (n, L, K)
-        self._cached = top_p_filter(pi, self.nucleus_p, self.nucleus_rule)
+        masked = z == self.mask_id  # (n, L)
+        log_s = self.module.log_score(z, tt, masked).clone()  # (m, K) at the masked positions
+        log_s[:, self.mask_id] = -torch.inf  # the current token's column
+        log_S = torch.full(z.shape, -torch.inf, dtype=torch.float64, device=z.device)
+        log_S[masked] = torch.logsumexp(log_s, dim=-1).double()
+        self._cached = (masked, log_s)
         return log_S
 
-    def pi(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """pi = s / S (n, L, K) float64, nucleus-filtered, mask column 0; for SEDD the one of the last log_S."""
+    def pi(self, z: torch.Tensor, t: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """pi = s / S (m, K) float64 at the [MASK] positions `rows` (n, L) bool, nucleus-filtered, mask column 0;
+        for SEDD from the scores of the last log_S."""
         if self.sedd:
-            return self._cached
+            masked, log_s = self._cached
+            _, out = masked_score_summary(log_s[rows[masked]], self.mask_id)  # (m, K)
+            return top_p_filter(out, self.nucleus_p, self.nucleus_rule)
         sigma = self.module.schedule.sigma(t.double()).to(z.device)
-        return masked_score_summary(subs_log_score(self.x_theta(z, t), sigma), self.mask_id)[1]
+        return masked_score_summary(subs_log_score(self.x_theta(z, t, rows=rows), sigma), self.mask_id)[1]
 
 
 @torch.no_grad()
@@ -121,11 +130,11 @@ def sample_sedd(module, n: int, steps: int, generator: torch.Generator, cond: Co
         u = torch.rand(z.shape, dtype=torch.float64, device=device, generator=generator)  # (n, L)
         unmask = (z == mask_id) & ~cond.fixed & (u < p_unmask)
         if unmask.any():
-            z = z.masked_scatter(unmask, sample_categorical(score.pi(z, t)[unmask], generator))
+            z = z.masked_scatter(unmask, sample_categorical(score.pi(z, t, unmask), generator))
         z = cond.apply(z)
     still = (z == mask_id) & ~cond.fixed  # final denoise: dsigma = sigma(t_min), mask column dropped, sampled
     if still.any():
         if score.sedd:
             score.log_S(z, ts[-1])
-        z = z.masked_scatter(still, sample_categorical(score.pi(z, ts[-1])[still], generator))
+        z = z.masked_scatter(still, sample_categorical(score.pi(z, ts[-1], still), generator))
     return {"tokens": cond.apply(z), "nfe": score.nfe}
