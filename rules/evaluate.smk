@@ -53,12 +53,39 @@ rule gen_ppl:
         judge=judge_arg,
         batch_size=config["evaluation"]["gen_ppl_batch_size"],
         max_length=config["evaluation"]["gen_ppl_max_length"],
+        count_padding_eos=config["evaluation"]["gen_ppl_count_padding_eos"],
     log:
         "logs/eval/{run}/gen_{sampler}_T{steps}_s{seed}.log",
     conda:
         "../environment.yml"
     benchmark:
         "benchmarks/eval/{run}/gen_{sampler}_T{steps}_s{seed}.tsv"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=240,
+    script:
+        "../workflow_src/dlm/scripts/gen_ppl.py"
+
+
+rule gen_ppl_reference:
+    input:
+        samples="results/samples/reference/heldout.jsonl",
+        judge=judge_input,
+    output:
+        "results/eval/reference/gen_heldout.json",
+    params:
+        judge=judge_arg,
+        batch_size=config["evaluation"]["gen_ppl_batch_size"],
+        max_length=config["evaluation"]["gen_ppl_max_length"],
+        count_padding_eos=config["evaluation"]["gen_ppl_count_padding_eos"],
+    log:
+        "logs/eval/reference/gen_heldout.log",
+    conda:
+        "../environment.yml"
+    benchmark:
+        "benchmarks/eval/reference/gen_heldout.tsv"
     threads: 2
     resources:
         gpu=1,

@@ -48,12 +48,14 @@ rule table_gidd_pu:
 
 rule table_gen_ppl:
     input:
+        "results/eval/reference/gen_heldout.json",
         gen_ppl_jsons(),
     output:
         expand("results/tables/gen_ppl.{ext}", ext=["csv", "md", "tex"]),
         "results/tables/gen_ppl_seeds.csv",
     params:
         table="gen_ppl",
+        options={"entropy_margin": config["evaluation"]["entropy_margin"]},
     log:
         "logs/report/table_gen_ppl.log",
     conda:

@@ -24,3 +24,19 @@ rule sample:
         runtime=240,
     script:
         "../workflow_src/dlm/scripts/sample.py"
+
+
+rule heldout_text:
+    input:
+        data=f"results/data/{CORPUS}/packed",
+        tokenizer=f"resources/tokenizers/{tokenizer_id()}",
+    output:
+        "results/samples/reference/heldout.jsonl",
+    params:
+        num_samples=config["sampling"]["num_samples"],
+    log:
+        "logs/sample/reference/heldout.log",
+    conda:
+        "../environment.yml"
+    script:
+        "../workflow_src/dlm/scripts/heldout_text.py"

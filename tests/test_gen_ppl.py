@@ -48,12 +48,17 @@ TEXTS = [
 ]
 
 
-def reference(texts, judge, max_length):
-    """Per-sample, per-token loop: no batching, no padding; first EOS counted, later ones not."""
+def reference(texts, judge, max_length, padding_eos=True):
+    """Per-sample, per-token loop without padding; the first EOS of a row is counted, later ones not. With
+    `padding_eos` (the papers' rule) a row that has no EOS of its own and is shorter than the longest row
+    (all texts are tokenized together and padded to the longest, as in the papers' code) also gets its
+    first padding EOS counted (as the next target after its last token)."""
     model = judge.model
     tot, n = 0.0, 0
-    for t in texts:
-        ids = judge.tokenizer(t, add_special_tokens=False)["input_ids"][:max_length]
+    rows = [judge.tokenizer(t, add_special_tokens=False)["input_ids"][:max_length] for t in texts]
+    width = max(len(r) for r in rows)
+    padded = [r + [EOS] if padding_eos and EOS not in r and len(r) < width else r for r in rows]
+    for ids in padded:
         if len(ids) < 2:
             continue
         x = torch.tensor([ids])
@@ -76,15 +81,16 @@ def test_tokenizer_offline(judge):
     assert judge.eos_id == EOS and judge.max_length == 64
 
 
-def test_matches_hand_computation(judge):
-    ref_ppl, ref_n = reference(TEXTS, judge, 64)
-    out = generative_perplexity(TEXTS, judge, batch_size=2)
-    assert out["num_tokens"] == ref_n
+@pytest.mark.parametrize("padding_eos", [True, False])
+def test_matches_hand_computation(judge, padding_eos):
+    ref_ppl, ref_n = reference(TEXTS, judge, 64, padding_eos=padding_eos)
+    out = generative_perplexity(TEXTS, judge, batch_size=2, count_padding_eos=padding_eos)
+    assert out["num_tokens"] == ref_n and out["count_padding_eos"] is padding_eos
     assert out["gen_ppl"] == pytest.approx(ref_ppl, rel=1e-5)
     assert out["nll"] == pytest.approx(math.log(ref_ppl), rel=1e-5)
     assert out["num_samples"] == len(TEXTS) and out["max_length"] == 64 and out["batch_size"] == 2
     # token-weighted, not a mean over samples of per-sample perplexities
-    per_sample = [reference([t], judge, 64) for t in TEXTS if len(
+    per_sample = [reference([t], judge, 64, padding_eos=padding_eos) for t in TEXTS if len(
         judge.tokenizer(t, add_special_tokens=False)["input_ids"]) > 1]
     assert out["gen_ppl"] != pytest.approx(sum(p for p, _ in per_sample) / len(per_sample), rel=1e-6)
 
@@ -98,11 +104,23 @@ def test_eos_rule(judge):
     expected = (len(ids) - 1) - 2
     out = generative_perplexity([text], judge, batch_size=1)
     assert out["num_tokens"] == expected
-    # padding (EOS) of a short row is never counted, even though that row has no EOS of its own
+    # a short row without an EOS of its own in a padded batch: the papers' rule counts its first padding EOS
+    # (one more target), the attention-mask rule never counts padding
     short = "short"
     n_short = len(tok(short, add_special_tokens=False)["input_ids"]) - 1
     both = generative_perplexity([text, short], judge, batch_size=2)
-    assert both["num_tokens"] == expected + n_short
+    assert both["num_tokens"] == expected + n_short + 1
+    masked = generative_perplexity([text, short], judge, batch_size=2, count_padding_eos=False)
+    assert masked["num_tokens"] == expected + n_short
+    # the extra target is exactly the judge's NLL of EOS after the short row's last token
+    ids_s = tok(short, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        nll_eos = -float(torch.log_softmax(judge.model(torch.tensor([ids_s])).logits[0, -1].double(), -1)[EOS])
+    assert both["nll"] * both["num_tokens"] == pytest.approx(masked["nll"] * masked["num_tokens"] + nll_eos, rel=1e-5)
+    # a row with its own EOS and padding after it: only its own (first) EOS counts
+    own = f"short{EOS_STR}"
+    n_own = len(tok(own, add_special_tokens=False)["input_ids"]) - 1
+    assert generative_perplexity([text, own], judge, batch_size=2)["num_tokens"] == expected + n_own
     # a leading EOS is context only; the next EOS is already the second one -> not counted
     lead = f"{EOS_STR}x{EOS_STR}y"
     lead_ids = tok(lead, add_special_tokens=False)["input_ids"]
@@ -114,16 +132,19 @@ def test_truncation(judge):
     assert len(judge.tokenizer(long, add_special_tokens=False)["input_ids"]) > 64
     out = generative_perplexity([long, "Hello world"], judge, batch_size=2, max_length=16)
     ref_ppl, ref_n = reference([long, "Hello world"], judge, 16)
-    assert out["num_tokens"] == ref_n == 15 + 1
+    assert out["num_tokens"] == ref_n == 15 + 1 + 1  # "Hello world" + its first padding EOS
     assert out["num_truncated"] == 1 and out["max_length"] == 16
     assert out["gen_ppl"] == pytest.approx(ref_ppl, rel=1e-5)
     # default truncation at the judge's context size
     assert generative_perplexity([long], judge, batch_size=1)["num_tokens"] == 63
 
 
-def test_batch_size_invariance(judge):
-    a = generative_perplexity(TEXTS, judge, batch_size=1)
-    b = generative_perplexity(TEXTS, judge, batch_size=3)  # partial last batch is kept
+@pytest.mark.parametrize("padding_eos", [True, False])
+def test_batch_size_invariance(judge, padding_eos):
+    """Texts are padded to the longest of all texts (not of their batch), so neither rule depends on the
+    batch size; the partial last batch is kept."""
+    a = generative_perplexity(TEXTS, judge, batch_size=1, count_padding_eos=padding_eos)
+    b = generative_perplexity(TEXTS, judge, batch_size=3, count_padding_eos=padding_eos)
     assert a["num_tokens"] == b["num_tokens"]
     assert a["gen_ppl"] == pytest.approx(b["gen_ppl"], rel=1e-6)
 
@@ -188,7 +209,7 @@ def test_checkpoint_judge_matches_hf_judge(judge_dir, judge, tmp_path, monkeypat
             self.inner = judge.model
             self.hparams = {"tokenizer_dir": str(judge_dir), "block_length": 64}
 
-        def ar_logits(self, input_ids):
+        def backbone(self, input_ids):  # the judge scores every id with the raw network logits
             return self.inner(input_ids=input_ids).logits
 
     calls = []

@@ -75,3 +75,25 @@ def test_cli_settings_are_yaml_values():
         "eta": 0.02, "modes": ["pure-pc", "constant"], "self_correct": True}
     with pytest.raises(SystemExit, match="KEY=VALUE"):
         parse_settings(["eta"])
+
+
+def test_heldout_reference_text(packed, tmp_path):
+    """The reference row of gen-PPL tables: held-out blocks evenly spaced over the valid split, decoded, in
+    the samples-file format (so the gen_ppl script scores it like any sample file)."""
+    from dlm.data.dataset import PackedDataset
+    from dlm.sample import sample_summary, write_heldout
+
+    ds = PackedDataset(str(packed), "valid")
+    out = tmp_path / "heldout.jsonl"
+    write_heldout(str(packed), str(packed.parent / "tok"), 3, str(out))
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    tok = load_tokenizer(str(packed.parent / "tok"))
+    assert [r["block"] for r in rows] == [0, len(ds) // 3, 2 * len(ds) // 3]
+    for r in rows:
+        assert r["tokens"] == ds[r["block"]]["input_ids"].tolist() and r["text"] == tok.decode(r["tokens"])
+        assert (r["run"], r["algo"], r["sampler"], r["steps"]) == ("reference", "data", "heldout", 0)
+    summary = sample_summary(str(out))
+    assert summary["algo"] == "data" and summary["length"] == ds[0]["input_ids"].numel()
+    write_heldout(str(packed), str(packed.parent / "tok"), len(ds) + 2, str(out))  # more rows than blocks: cycles
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["block"] for r in rows][-2:] == [0, 1]

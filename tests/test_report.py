@@ -94,12 +94,12 @@ def _gen(tmp_path, run, algo, steps, seed, ppl, **kw):
 
 
 GEN_MD = """\
-| Run      | Algo   | Sampler   |   Steps |       Gen. PPL ↓ |   Seeds |   Entropy |   NFE |   s / sample |
-|:---------|:-------|:----------|--------:|-----------------:|--------:|----------:|------:|-------------:|
-| ar_owt   | ar     | ancestral |    1024 |        **35.00** |       1 |      5.60 |  1024 |        0.500 |
-| mdlm_owt | mdlm   | ancestral |      16 |    100.00 ± 2.83 |       2 |      5.60 |    16 |        0.500 |
-| mdlm_owt | mdlm   | ancestral |    1024 |     50.00 ± 1.41 |       2 |      5.60 |  1024 |        0.500 |
-| duo_owt  | duo    | ancestral |      16 | **80.00 ± 0.00** |       2 |      5.60 |    16 |        0.500 |
+| Run      | Algo   | Sampler   |   Steps |       Gen. PPL ↓ |   Seeds |   Entropy |   NFE |   s / sample | Note   |
+|:---------|:-------|:----------|--------:|-----------------:|--------:|----------:|------:|-------------:|:-------|
+| ar_owt   | ar     | ancestral |    1024 |        **35.00** |       1 |      5.60 |  1024 |        0.500 |        |
+| mdlm_owt | mdlm   | ancestral |      16 |    100.00 ± 2.83 |       2 |      5.60 |    16 |        0.500 |        |
+| mdlm_owt | mdlm   | ancestral |    1024 |     50.00 ± 1.41 |       2 |      5.60 |  1024 |        0.500 |        |
+| duo_owt  | duo    | ancestral |      16 | **80.00 ± 0.00** |       2 |      5.60 |    16 |        0.500 |        |
 """
 
 
@@ -111,15 +111,15 @@ def test_gen_ppl_table_golden(tmp_path):
     df = gen_ppl_table(paths, tmp_path / "gen")
     assert (tmp_path / "gen.md").read_text() == GEN_MD
     tex = (tmp_path / "gen.tex").read_text()
-    assert r"\begin{tabular}{lllrrrrrr}" in tex
-    assert r"Gen. PPL $\downarrow$ & Seeds & Entropy & NFE & s / sample \\" in tex
-    assert r"mdlm\_owt & mdlm & ancestral & 16 & 100.00 $\pm$ 2.83 & 2 & 5.60 & 16 & 0.500 \\" in tex
+    assert r"\begin{tabular}{lllrrrrrrl}" in tex
+    assert r"Gen. PPL $\downarrow$ & Seeds & Entropy & NFE & s / sample & Note \\" in tex
+    assert r"mdlm\_owt & mdlm & ancestral & 16 & 100.00 $\pm$ 2.83 & 2 & 5.60 & 16 & 0.500 &  \\" in tex
     assert r"duo\_owt & duo & ancestral & 16 & \textbf{80.00 $\pm$ 0.00} & 2" in tex
     assert r"ar\_owt & ar & ancestral & 1024 & \textbf{35.00} & 1" in tex
     assert "±" not in tex and "nan" not in tex.lower()
     row = df[(df["run"] == "mdlm_owt") & (df["steps"] == 16)].iloc[0]
     assert row["gen_ppl"] == 100.0 and row["gen_ppl_std"] == pytest.approx(np.std([98, 102], ddof=1))
-    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "gen.csv"), df, check_dtype=False)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "gen.csv").fillna({"note": ""}), df, check_dtype=False)
     seeds = pd.read_csv(tmp_path / "gen_seeds.csv")
     assert len(seeds) == 7 and {"seed", "gen_ppl", "entropy"} <= set(seeds.columns)
     # missing optional fields -> NaN, not a crash; duplicates are refused
@@ -129,6 +129,31 @@ def test_gen_ppl_table_golden(tmp_path):
     assert lean_df[["entropy", "nfe", "gen_ppl_std"]].isna().all(axis=None)
     with pytest.raises(ValueError, match="duplicate"):
         gen_ppl_table([paths[0], paths[0]], tmp_path / "dup")
+
+
+def test_gen_ppl_table_honest_highlighting(tmp_path):
+    """A degenerate low-entropy row (the commas of the foundation's DUO greedy-tail) is flagged, never bold;
+    the best eligible row is; the held-out reference row comes first and is never bold; the caption states
+    the rule with the reference entropy and the margin."""
+    paths = [_gen(tmp_path, "reference", "data", 0, 0, 60.0, entropy=4.4, sampler="heldout"),
+             _gen(tmp_path, "duo", "duo", 8, 0, 171.0, entropy=0.33, sampler="duo_greedy_tail"),
+             _gen(tmp_path, "duo", "duo", 8, 1, 175.0, entropy=0.35, sampler="duo_greedy_tail"),
+             _gen(tmp_path, "mdlm", "mdlm", 8, 0, 900.0, entropy=4.3),
+             _gen(tmp_path, "udlm", "udlm", 8, 0, 1200.0, entropy=3.7)]
+    df = gen_ppl_table(paths, tmp_path / "gen", entropy_margin=0.5)
+    assert df.iloc[0]["algo"] == "data" and df.iloc[0]["note"] == "reference text"
+    notes = dict(zip(df["run"], df["note"]))
+    assert notes["duo"] == "low entropy" and notes["mdlm"] == "" and notes["udlm"] == "low entropy"
+    md = (tmp_path / "gen.md").read_text()
+    assert "**900.00**" in md and "**173.00" not in md and "**60.00**" not in md
+    assert "low entropy" in md and "reference text" in md
+    tex = (tmp_path / "gen.tex").read_text()
+    assert "held-out text's (4.40) minus 0.5 nats" in tex and r"\textbf{900.00}" in tex
+    # a wider margin makes udlm eligible, not duo; without a reference row every model row is eligible
+    df2 = gen_ppl_table(paths, tmp_path / "gen2", entropy_margin=1.0)
+    assert dict(zip(df2["run"], df2["note"]))["udlm"] == ""
+    gen_ppl_table(paths[1:], tmp_path / "gen3")
+    assert "**173.00" in (tmp_path / "gen3.md").read_text()
 
 
 def test_write_table_escaping_grouped_best(tmp_path):

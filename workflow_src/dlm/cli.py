@@ -35,7 +35,8 @@ def cmd_integral(a: argparse.Namespace) -> None:
 def cmd_gen_ppl(a: argparse.Namespace) -> None:
     from dlm.evaluation.gen_ppl import run_gen_ppl
 
-    res = run_gen_ppl(a.texts, a.judge, a.max_length, a.batch_size, a.out, device=a.device)
+    res = run_gen_ppl(a.texts, a.judge, a.max_length, a.batch_size, a.out, device=a.device,
+                      count_padding_eos=not a.no_padding_eos)
     print(f"gen PPL {res['gen_ppl']:.3f} over {res['num_tokens']} tokens of {res['num_samples']} samples "
           f"-> {a.out}")
 
@@ -120,12 +121,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("gen-ppl", help="generative perplexity of samples under a judge LM",
                        description="Retokenize with the judge's tokenizer (EOS padding, truncation at --max-length), "
-                                   "count every non-EOS target plus the first EOS, token-weighted over all samples.")
+                                   "count every non-EOS target plus the first EOS of each row (which may be its first "
+                                   "padding EOS, as in the papers' code), token-weighted over all samples.")
     s.add_argument("--texts", required=True, help="samples JSONL (objects with 'text', optional 'tokens') or one "
                                                   "JSON string per line")
     s.add_argument("--judge", required=True, help="Hugging Face causal LM name or path, or a dlm AR .ckpt")
     s.add_argument("--max-length", type=int, default=None, help="judge truncation (default: the judge's context)")
     s.add_argument("--batch-size", type=int, default=8, help="judge batch size (default 8)")
+    s.add_argument("--no-padding-eos", action="store_true",
+                   help="never count a padding EOS (AND the count with the attention mask; default: the papers' rule)")
     s.add_argument("--device", default="cpu", help="torch device (default cpu)")
     s.add_argument("--out", required=True, help="output JSON path")
     s.set_defaults(func=cmd_gen_ppl)

@@ -123,6 +123,30 @@ def generate(ckpt: str, sampler: str, steps: int, seed: int, num_samples: int, b
              res.nfe)
 
 
+def write_heldout(data_dir: str, tokenizer_dir: str, n: int, out: str, split: str = "valid") -> None:
+    """The reference row of gen-PPL tables: `n` held-out blocks (evenly spaced over the packed split, so
+    the whole split is represented) decoded with the pipeline's tokenizer, written as a samples JSONL of the
+    same length and format as the models' (run "reference", algo "data", sampler "heldout"), so the
+    `gen_ppl` script scores it with the same judge and entropy as every sample file."""
+    from dlm.data.dataset import PackedDataset
+    from dlm.data.tokenizer import load_tokenizer
+
+    ds = PackedDataset(data_dir, split)
+    if len(ds) == 0:
+        raise ValueError(f"{data_dir}: split {split!r} is empty, no held-out reference text")
+    tok = load_tokenizer(tokenizer_dir)
+    idx = [(i * len(ds)) // n for i in range(n)] if n <= len(ds) else [i % len(ds) for i in range(n)]
+    with atomic_path(out) as tmp:
+        with open(tmp, "w") as f:
+            for i in idx:
+                row = ds[i]["input_ids"].tolist()
+                rec = {"tokens": row, "text": tok.decode(row), "run": "reference", "algo": "data",
+                       "sampler": "heldout", "sampler_kind": "heldout", "settings": {}, "steps": 0, "seed": 0,
+                       "condition": "none", "block": int(i), "nfe": 0, "seconds": 0.0}
+                f.write(json.dumps(rec) + "\n")
+    log.info("wrote %d held-out blocks of %s to %s", len(idx), data_dir, out)
+
+
 def sample_summary(path: str) -> dict:
     """The settings shared by a samples JSONL (run, algo, sampler, sampler_kind, settings, steps, seed,
     condition) plus the mean network calls, seconds and tokens/s per sample; used to label metric JSONs."""

@@ -9,12 +9,14 @@ The protocol, as in the reference implementations:
    context, each row is cut into consecutive chunks of the judge's context size that are scored
    independently (as the reference code does with ``torch.split(..., eval_context_size)``).
 3. Per chunk, ``nll_j = CE(logits[j-1], token_j)`` for ``j >= 1`` (the first token is context only).
-4. Counted targets: ``w_j = ((token_j != EOS) | (cumsum_{i<=j}[token_i == EOS] == 1)) & mask_j``
-   for ``j >= 1``, i.e. every non-EOS token plus the first EOS; repeated EOS and padding are not
-   counted.  EOS is the judge's EOS (the reference code uses the generating model's EOS id, which
-   is the same token, 50256, for the GPT-2 tokenizer used throughout).  (The reference code omits ``& mask_j``; the only difference is that it would also
-   count the first *padding* EOS of a shorter row that contains no EOS of its own -- rare, since
-   samples of a fixed generation length retokenize to almost the same length.)
+4. Counted targets (``count_padding_eos=True``, the papers' code and our default):
+   ``w_j = (token_j != EOS) | (cumsum_{i<=j}[token_i == EOS] == 1)`` for ``j >= 1``, i.e. every
+   non-EOS token plus the first EOS of the row, where that first EOS may be the first *padding* EOS
+   of a shorter row that has none of its own (the reference code does not AND the count with the
+   attention mask). ``count_padding_eos=False`` (setting ``evaluation.gen_ppl_count_padding_eos``)
+   ANDs it with the attention mask, so padding is never counted. Repeated EOS are never counted.
+   EOS is the judge's EOS (the reference code uses the generating model's EOS id, which is the same
+   token, 50256, for the GPT-2 tokenizer used throughout).
 5. ``gen_ppl = exp(sum_j w_j nll_j / sum_j w_j)`` over all tokens of all samples (token-weighted,
    not a mean of per-sample perplexities).
 """
@@ -61,21 +63,24 @@ def retokenize(texts: list[str], tokenizer, eos_id: int, max_length: int
     return input_ids, attention_mask, num_truncated
 
 
-def target_weights(input_ids: torch.Tensor, attention_mask: torch.Tensor, eos_id: int) -> torch.Tensor:
-    """Boolean (B, T-1) mask of counted targets ``token_j`` for ``j = 1..T-1`` (see module doc)."""
-    is_eos = input_ids == eos_id
+def target_weights(input_ids: torch.Tensor, attention_mask: torch.Tensor, eos_id: int,
+                   count_padding_eos: bool = True) -> torch.Tensor:
+    """Boolean (B, T-1) mask of counted targets ``token_j`` for ``j = 1..T-1`` (see module doc, step 4)."""
+    is_eos = input_ids == eos_id  # (B, T)
     first_eos = is_eos.long().cumsum(dim=-1) == 1
-    counted = (~is_eos | first_eos) & attention_mask.bool()
+    counted = ~is_eos | first_eos
+    if not count_padding_eos:
+        counted = counted & attention_mask.bool()
     return counted[:, 1:]
 
 
 @torch.no_grad()
 def generative_perplexity(texts: list[str], judge, batch_size: int,
-                          max_length: int | None = None) -> dict[str, Any]:
+                          max_length: int | None = None, count_padding_eos: bool = True) -> dict[str, Any]:
     """Token-weighted generative perplexity of `texts` under `judge` (see module docstring).
 
     Returns ``{"gen_ppl", "nll" (mean nats per counted token), "num_tokens" (counted targets),
-    "num_samples", "num_truncated", "judge", "max_length", "batch_size"}``.
+    "num_samples", "num_truncated", "judge", "max_length", "batch_size", "count_padding_eos"}``.
     """
     texts = list(texts)
     if not texts:
@@ -95,12 +100,15 @@ def generative_perplexity(texts: list[str], judge, batch_size: int,
         ids_b = input_ids[start:start + batch_size]
         mask_b = attention_mask[start:start + batch_size]
         for ids, mask in zip(torch.split(ids_b, context, dim=-1), torch.split(mask_b, context, dim=-1)):
-            if ids.shape[1] < 2 or not bool(mask[:, 1:].any()):
-                continue  # nothing to predict in this chunk
+            if ids.shape[1] < 2:
+                continue
+            weights = target_weights(ids, mask, eos_id, count_padding_eos)  # (b, T - 1)
+            if not bool(weights.any()):
+                continue  # nothing counted in this chunk
             logits = judge.logits(ids, mask).float()
             targets = ids[:, 1:].to(logits.device)
             nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), targets, reduction="none")
-            weights = target_weights(ids, mask, eos_id).to(logits.device)
+            weights = weights.to(logits.device)
             total_nll += float((nll.double() * weights.double()).sum())
             total_count += int(weights.sum())
     if total_count == 0:
@@ -109,7 +117,8 @@ def generative_perplexity(texts: list[str], judge, batch_size: int,
     mean_nll = total_nll / total_count
     return {"gen_ppl": math.exp(mean_nll), "nll": mean_nll, "num_tokens": total_count,
             "num_samples": len(texts), "num_truncated": int(num_truncated),
-            "judge": str(judge.name), "max_length": max_length, "batch_size": int(batch_size)}
+            "judge": str(judge.name), "max_length": max_length, "batch_size": int(batch_size),
+            "count_padding_eos": bool(count_padding_eos)}
 
 
 def read_texts(path: str | os.PathLike) -> tuple[list[str], list[list[int]] | None]:
@@ -150,11 +159,12 @@ def read_texts(path: str | os.PathLike) -> tuple[list[str], list[list[int]] | No
     return texts, (tokens if n_with_tokens else None)
 
 
-def _score_or_note(texts, judge, batch_size, max_length) -> dict[str, Any]:
+def _score_or_note(texts, judge, batch_size, max_length, count_padding_eos=True) -> dict[str, Any]:
     """`generative_perplexity`, or for samples with nothing to score (e.g. a degenerate model that emits
     only EOS) gen_ppl = None with the reason in `gen_ppl_note`: the job records it, tables show a dash."""
     try:
-        return generative_perplexity(texts, judge, batch_size=batch_size, max_length=max_length)
+        return generative_perplexity(texts, judge, batch_size=batch_size, max_length=max_length,
+                                     count_padding_eos=count_padding_eos)
     except ValueError as e:
         if "no counted target tokens" not in str(e):
             raise
@@ -177,7 +187,7 @@ def _before_self_correction(path) -> tuple[list[str], list[list[int]]] | None:
 
 def run_gen_ppl(texts_path: str | os.PathLike, judge, max_length: int | None, batch_size: int,
                 out_path: str | os.PathLike, device: str = "cpu",
-                extra: dict[str, Any] | None = None) -> dict[str, Any]:
+                extra: dict[str, Any] | None = None, count_padding_eos: bool = True) -> dict[str, Any]:
     """Score the samples in `texts_path` and write the metric JSON to `out_path` (atomically).
 
     `judge` is a name or path for `load_judge` (or an already-loaded judge object).  The output
@@ -191,18 +201,18 @@ def run_gen_ppl(texts_path: str | os.PathLike, judge, max_length: int | None, ba
 
     texts, token_lists = read_texts(texts_path)
     judge_obj = judge if hasattr(judge, "logits") else load_judge(judge, device=device)
-    result = _score_or_note(texts, judge_obj, batch_size, max_length)
+    result = _score_or_note(texts, judge_obj, batch_size, max_length, count_padding_eos)
     entropy = mean_entropy(token_lists) if token_lists is not None else None
     settings = {"texts": str(texts_path), "texts_sha256": sha256_file(texts_path),
                 "judge": str(judge_obj.name), "max_length": result["max_length"],
-                "batch_size": int(batch_size)}
+                "batch_size": int(batch_size), "count_padding_eos": bool(count_padding_eos)}
     out: dict[str, Any] = dict(extra or {})
     out.update(result)
     out.update({"entropy": entropy, "texts": str(texts_path), "device": str(device),
                 "settings": settings, "provenance": provenance(settings)})
     before = _before_self_correction(texts_path)
     if before is not None:  # self-corrected samples: the same judge on the sampler's output before correction
-        res_b = _score_or_note(before[0], judge_obj, batch_size, max_length)
+        res_b = _score_or_note(before[0], judge_obj, batch_size, max_length, count_padding_eos)
         out.update({"gen_ppl_before": res_b["gen_ppl"], "entropy_before": mean_entropy(before[1])})
     write_json(out_path, out)
     return out

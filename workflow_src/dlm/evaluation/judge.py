@@ -107,8 +107,12 @@ class CheckpointJudge:
     def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         # The pipeline's AR model takes no attention mask: it is causal, and padding is on the
         # right, so logits at real positions never see padded positions.
+        # The raw network logits, [MASK] included: a sample that contains the [MASK] id (a uniform-state
+        # model may emit it: its uniform noise covers all K ids) gets the judge's own, finite probability for
+        # it, as the papers' gpt2-large scores the text "[MASK]" as ordinary (improbable) text; the AR
+        # method's -inf on [MASK] (for its own sampling and bound) would make the whole file's gen PPL inf.
         del attention_mask
-        return self.module.ar_logits(input_ids.to(self.device)).float()
+        return self.module.backbone(input_ids.to(self.device)).float()
 
 
 def _looks_local(name: str) -> bool:

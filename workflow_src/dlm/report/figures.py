@@ -64,9 +64,14 @@ def gen_ppl_figure(csv_or_df: str | os.PathLike | pd.DataFrame, out_stem: str | 
     (optionally) ``entropy``.  Several rows per (run, sampler, steps) -- seeds -- are averaged and
     drawn with ±1 sd error bars (``errorbar="sd"``).  The aggregated table CSV also works: if it
     has one row per point and a ``gen_ppl_std`` column, those std values are drawn as error bars.
-    Writes ``{out_stem}.pdf`` and ``{out_stem}.png``; returns their paths.
+    Rows of the held-out reference text (``algo`` "data", if the column exists) are drawn as a dotted
+    horizontal line in both panels. Writes ``{out_stem}.pdf`` and ``{out_stem}.png``; returns their paths.
     """
     df = _load(csv_or_df)
+    is_ref = df["algo"].astype(str) == "data" if "algo" in df.columns else pd.Series(False, index=df.index)
+    ref, df = df[is_ref], df[~is_ref]
+    if df.empty:
+        raise ValueError("gen_ppl_figure: no model rows to plot (only the reference text)")
     order = sorted(df["method"].unique())
     palette = _palette(order)
     ticks = sorted(df["steps"].dropna().unique())
@@ -89,6 +94,8 @@ def gen_ppl_figure(csv_or_df: str | os.PathLike | pd.DataFrame, out_stem: str | 
                     for m, part in data.groupby("method", sort=True):
                         ax.errorbar(part["steps"], part[col], yerr=part[std_col].fillna(0.0),
                                     fmt="none", ecolor=palette[m], capsize=2, lw=0.8)
+            if not ref[col].dropna().empty:
+                ax.axhline(float(ref[col].mean()), color="black", ls=":", lw=1, label="held-out text")
             ax.set_xscale("log", base=2)
             ax.set_xticks(ticks)
             ax.set_xticklabels([f"{int(t)}" if float(t).is_integer() else f"{t:g}" for t in ticks])

@@ -30,7 +30,7 @@ NA_MD = "–"
 NA_TEX = "--"
 _TEX_UNICODE = {"±": r"$\pm$", "↓": r"$\downarrow$", "↑": r"$\uparrow$", "×": r"$\times$", "Δ": r"$\Delta$"}
 # Row order of algorithms in the tables (others follow alphabetically).
-ALGO_ORDER = ("unigram", "ar", "sedd", "d3pm", "mdlm", "gidd", "udlm", "duo")
+ALGO_ORDER = ("data", "unigram", "ar", "sedd", "d3pm", "mdlm", "gidd", "udlm", "duo")
 
 
 # --------------------------------------------------------------------------------------------
@@ -100,8 +100,9 @@ def format_value(v: Any, fmt: Format | None, na_rep: str = NA_MD) -> str:
 
 
 def best_mask(df: pd.DataFrame, best: Mapping[str, str] | None,
-              group_by: str | Sequence[str] | None = None) -> pd.DataFrame:
-    """Boolean frame: True where a cell holds the min/max of its `best` column (per group)."""
+              group_by: str | Sequence[str] | None = None, eligible: pd.Series | None = None) -> pd.DataFrame:
+    """Boolean frame: True where a cell holds the min/max of its `best` column (per group), among the rows
+    where `eligible` (bool per row; default all) is True."""
     mask = pd.DataFrame(False, index=df.index, columns=df.columns)
     for col, how in (best or {}).items():
         if col not in df.columns:
@@ -109,6 +110,8 @@ def best_mask(df: pd.DataFrame, best: Mapping[str, str] | None,
         if how not in ("min", "max"):
             raise ValueError(f"best[{col!r}] must be 'min' or 'max', got {how!r}")
         values = pd.to_numeric(df[col], errors="coerce")
+        if eligible is not None:
+            values = values.where(eligible.to_numpy(dtype=bool))
         if group_by is None:
             target = pd.Series(getattr(values, how)(), index=df.index)
         else:
@@ -149,12 +152,13 @@ def _tex_unicode(text: str) -> str:
 def write_table(df: pd.DataFrame, stem: str | os.PathLike, caption: str, label: str,
                 formats: Mapping[str, Format], best: Mapping[str, str] | None = None,
                 group_by: str | Sequence[str] | None = None, pm: Mapping[str, str] | None = None,
-                labels: Mapping[str, str] | None = None) -> dict[str, Path]:
+                labels: Mapping[str, str] | None = None, eligible: pd.Series | None = None) -> dict[str, Path]:
     """Write ``{stem}.csv``, ``{stem}.md`` and ``{stem}.tex`` atomically; return their paths.
 
     * `formats`: column -> format (spec like ``".2f"``, template ``"{:.2f}"`` or callable);
       unformatted numbers use ``"g"``; missing values are ``–`` (md) / ``--`` (tex).
-    * `best`: column -> ``"min"`` | ``"max"``; that value is bold (per `group_by` group if given).
+    * `best`: column -> ``"min"`` | ``"max"``; that value is bold (per `group_by` group if given), only
+      among the rows where `eligible` (bool per row) is True.
     * `pm`: mean column -> std column; displayed as ``mean ± std`` (std only if present), and the
       std column is not shown separately (it stays in the CSV).
     * `labels`: column -> header shown in md/tex (the CSV keeps the DataFrame's column names).
@@ -168,7 +172,7 @@ def write_table(df: pd.DataFrame, stem: str | os.PathLike, caption: str, label: 
             if c not in df.columns:
                 raise KeyError(f"pm: unknown column {c!r}")
     df = df.reset_index(drop=True)
-    mask = best_mask(df, best, group_by)
+    mask = best_mask(df, best, group_by, None if eligible is None else eligible.reset_index(drop=True))
 
     # CSV: the data itself.
     write_text(stem.with_name(stem.name + ".csv"), df.to_csv(index=False, lineterminator="\n"))
@@ -375,7 +379,30 @@ def gen_ppl_seeds(json_paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
     return _sort(df, ["run", "sampler", "steps", "seed"])
 
 
-def gen_ppl_table(json_paths: Sequence[str | os.PathLike], out_stem: str | os.PathLike) -> pd.DataFrame:
+REFERENCE_ALGO = "data"  # the held-out text row of gen-PPL tables (rule gen_ppl_reference)
+ENTROPY_MARGIN = 0.5  # config evaluation.entropy_margin's default
+
+
+def honest_best(df: pd.DataFrame, entropy_margin: float = ENTROPY_MARGIN) -> tuple[pd.Series, pd.Series]:
+    """(eligible, flag) per row of a gen-PPL frame with ``algo``, ``entropy``: a row may be marked best only if
+    it is a model's (not the reference text's) and its entropy is at least the reference text's minus
+    `entropy_margin` (nats); rows below are flagged "low entropy" (degenerate samples score a low gen PPL:
+    the DUO paper's caution). Without a reference row (or without entropies) every model row is eligible."""
+    is_ref = df["algo"].astype(str) == REFERENCE_ALGO
+    ref = pd.to_numeric(df.loc[is_ref, "entropy"], errors="coerce").dropna()
+    entropy = pd.to_numeric(df["entropy"], errors="coerce")
+    if ref.empty:
+        low = pd.Series(False, index=df.index)
+    else:
+        low = entropy < float(ref.mean()) - float(entropy_margin)
+    flag = pd.Series("", index=df.index, dtype=object)
+    flag[is_ref] = "reference text"
+    flag[low & ~is_ref] = "low entropy"
+    return ~is_ref & ~low, flag
+
+
+def gen_ppl_table(json_paths: Sequence[str | os.PathLike], out_stem: str | os.PathLike,
+                  entropy_margin: float = ENTROPY_MARGIN) -> pd.DataFrame:
     """Generative perplexity table: one row per (run, sampler, steps), aggregated over seeds.
 
     Reads from each JSON: required ``run``, ``algo``, ``sampler`` (str), ``steps`` (sampling steps;
@@ -383,8 +410,10 @@ def gen_ppl_table(json_paths: Sequence[str | os.PathLike], out_stem: str | os.Pa
     nats), ``nfe`` (network evaluations per sample), ``seconds_per_sample``, ``num_tokens``,
     ``num_samples`` -- NaN when absent.  Columns: ``gen_ppl`` (mean over seeds), ``gen_ppl_std``
     (sample std, ddof=1, NaN for a single seed; shown as ``mean ± std``), ``n_seeds``, and the
-    means of ``entropy``, ``nfe``, ``seconds_per_sample``.  The lowest Gen. PPL per number of
-    steps is bold.  Writes ``{out_stem}.csv/.md/.tex`` plus the per-seed rows to
+    means of ``entropy``, ``nfe``, ``seconds_per_sample``, and ``note``.  The held-out reference text
+    (algo ``data``, from the `gen_ppl_reference` rule) is the first row. The lowest Gen. PPL per number of
+    steps is bold among the rows whose entropy is within `entropy_margin` nats of the reference text's
+    (`honest_best`); the others are noted "low entropy".  Writes ``{out_stem}.csv/.md/.tex`` plus the per-seed rows to
     ``{out_stem}_seeds.csv`` (input for `dlm.report.figures.gen_ppl_figure`); returns the table.
     """
     if not json_paths:
@@ -398,12 +427,17 @@ def gen_ppl_table(json_paths: Sequence[str | os.PathLike], out_stem: str | os.Pa
                n_seeds=("gen_ppl", "size"), entropy=("entropy", "mean"), nfe=("nfe", "mean"),
                seconds_per_sample=("seconds_per_sample", "mean")).reset_index()
     df = _sort(df, ["run", "sampler", "steps"])
+    eligible, df["note"] = honest_best(df, entropy_margin)
+    ref = pd.to_numeric(df.loc[df["algo"] == REFERENCE_ALGO, "entropy"], errors="coerce").dropna()
+    rule = (f"bold: the lowest gen PPL per number of steps among samples whose entropy is at least the held-out "
+            f"text's ({float(ref.mean()):.2f}) minus {entropy_margin:g} nats" if not ref.empty else
+            "bold: the lowest gen PPL per number of steps (no held-out reference row)")
     write_table(df, out_stem, caption="Generative perplexity (mean $\\pm$ std over seeds) and "
-                "unigram entropy of samples.", label="tab:gen_ppl",
+                f"unigram entropy of samples; {rule}.", label="tab:gen_ppl",
                 formats={"steps": "d", "gen_ppl": ".2f", "gen_ppl_std": ".2f", "n_seeds": "d",
                          "entropy": ".2f", "nfe": ".0f", "seconds_per_sample": ".3f"},
-                best={"gen_ppl": "min"}, group_by="steps", pm={"gen_ppl": "gen_ppl_std"},
+                best={"gen_ppl": "min"}, group_by="steps", pm={"gen_ppl": "gen_ppl_std"}, eligible=eligible,
                 labels={"run": "Run", "algo": "Algo", "sampler": "Sampler", "steps": "Steps",
                         "gen_ppl": "Gen. PPL ↓", "n_seeds": "Seeds", "entropy": "Entropy",
-                        "nfe": "NFE", "seconds_per_sample": "s / sample"})
+                        "nfe": "NFE", "seconds_per_sample": "s / sample", "note": "Note"})
     return df

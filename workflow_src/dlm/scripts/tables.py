@@ -7,4 +7,4 @@ from dlm.utils import setup_job
 setup_job(snakemake.log[0], snakemake.threads)
 build = {"val_ppl": val_ppl_table, "gen_ppl": gen_ppl_table, "duo_curriculum": curriculum_table,
          "gidd_pu": gidd_table, **SAMPLER_TABLES}[snakemake.params.table]
-build(list(snakemake.input), str(Path(snakemake.output[0]).with_suffix("")))
+build(list(snakemake.input), str(Path(snakemake.output[0]).with_suffix("")), **getattr(snakemake.params, "options", {}))
