@@ -143,6 +143,30 @@ def test_ema_updates_once_per_optimizer_step_under_accumulation(packed, tmp_path
     assert ckpt["ema"]["num_updates"] == 6  # not 18 micro-batches
 
 
+def test_non_finite_loss_stops_training_naming_run_step_and_checkpoint(packed, tmp_path, monkeypatch):
+    """A NaN loss at step 7 stops the job before the backward pass: the error names the run, the step and the
+    last good checkpoint (written at step 5, finite weights), and no final checkpoint appears."""
+    from dlm.algos.mdlm import MDLM
+    from dlm.train import train
+
+    orig = MDLM.loss
+
+    def loss(self, batch, step=0, generator=None):
+        s, n = orig(self, batch, step, generator)
+        return (s * float("nan"), n) if step >= 7 else (s, n)
+
+    monkeypatch.setattr(MDLM, "loss", loss)
+    run_dir = tmp_path / "mdlm_run"
+    with pytest.raises(FloatingPointError, match=r"run 'mdlm_run': the training loss is nan at optimiser step 7") as e:
+        train(str(packed), str(tmp_path / "final.ckpt"), str(run_dir), run_cfg("mdlm", 20), threads=2)
+    last = next(run_dir.glob("checkpoints/*/last.ckpt"))
+    assert str(last) in str(e.value)
+    ckpt = torch.load(last, weights_only=False)
+    assert ckpt["global_step"] == 5
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+    assert not (tmp_path / "final.ckpt").exists()
+
+
 def test_global_batch_size_derives_accumulation():
     from dlm.train import resolve_trainer
 

@@ -49,10 +49,19 @@ class LitMethod(L.LightningModule):
         self.optim_cfg = {**OPTIM_DEFAULTS, **(optim or {})}
         self.ema = EMA(self.method.backbone, ema) if ema and ema > 0 else None
         self._val_nll, self._val_tokens = 0.0, 0
+        self.run_label = "training run"  # set by `train`: named in errors
+        self.ckpt_dir: Path | None = None
 
     def training_step(self, batch, batch_idx):
         nll_sum, n = self.method.loss(batch, step=self.global_step)
         loss = nll_sum / n
+        if not bool(torch.isfinite(loss)):  # stop before the backward pass spreads it into the weights
+            last = self.ckpt_dir / "last.ckpt" if self.ckpt_dir is not None else None
+            good = (f"the last good checkpoint is {last}" if last is not None and last.exists()
+                    else "no checkpoint was written before it")
+            raise FloatingPointError(f"{self.run_label}: the training loss is {float(loss)} at optimiser step "
+                                     f"{self.global_step} (batch {batch_idx}); stopped without updating the "
+                                     f"weights, {good}. Lower optim.lr or check the data.")
         self.log("train/loss", loss, prog_bar=True, on_step=True, batch_size=batch["input_ids"].shape[0])
         return loss
 
@@ -214,6 +223,7 @@ def train(data_dir: str, out_ckpt: str, run_dir: str, hp: dict, threads: int | N
     if init_ckpt is not None:  # a different starting checkpoint is a different run
         key["init"] = [sha256_file(init_ckpt), init_weights]
     ckpt_dir = Path(run_dir) / "checkpoints" / config_hash(key)
+    module.run_label, module.ckpt_dir = f"run {Path(run_dir).name!r}", ckpt_dir
     checkpointing = L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0,
                                                         every_n_train_steps=tr["ckpt_every"])
     tokens_per_step = (tr["batch_size"] * tr["accumulate"] * module.method.hparams.block_length * int(tr["devices"])
