@@ -127,8 +127,8 @@ def test_hf_json_source_with_split_slices_and_detokenizer(tmp_path, offline_data
            "train_split": "train[:-3]", "valid_split": "train[-3:]", "text_field": "body", "detokenizer": "wikitext",
            "max_docs": None}
     stats = write_corpus(src, tmp_path / "train.jsonl", tmp_path / "valid.jsonl")
-    assert _docs(tmp_path / "train.jsonl") == [f"doc {i}, with a comma-dash." for i in range(4)]
-    assert _docs(tmp_path / "valid.jsonl") == [f"doc {i}, with a comma-dash." for i in (4, 5)]  # blank row dropped
+    assert _docs(tmp_path / "train.jsonl") == [f"doc {i}, with a comma-dash ." for i in range(4)]
+    assert _docs(tmp_path / "valid.jsonl") == [f"doc {i}, with a comma-dash ." for i in (4, 5)]  # blank row dropped
     assert stats["train"]["n_docs"] == 4 and stats["valid"]["n_docs"] == 2
 
     src["max_docs"] = 1
@@ -166,7 +166,7 @@ def test_pydoc_topics_source(tmp_path):
 def test_wikitext_detokenizer():
     assert wikitext_detokenizer(" = = Gameplay = = \n") == " == Gameplay ==\n"
     assert wikitext_detokenizer("in 1 @,@ 000 km @-@ long roads , 3 @.@ 5 m ; ok .") == \
-        "in 1,000 km-long roads, 3.5 m; ok."
+        "in 1,000 km-long roads, 3.5 m; ok ."  # as the original: a final " ." is left alone
     assert wikitext_detokenizer('the team \'s ( first ) " big " win ! ') == 'the team\'s (first) "big" win! '
 
 
