@@ -55,5 +55,6 @@ def test_gen_ppl_command_with_an_offline_hf_model(tmp_path):
                          capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1", "PATH": ""})
     assert res.returncode == 0, res.stderr
     r = json.loads(out.read_text())
-    assert r["gen_ppl"] > 1 and r["num_tokens"] == (3 - 1) + (4 - 1)  # GPT-2 BPE: 3 + 4 tokens; first is context
+    # GPT-2 BPE: 3 + 4 tokens, the first is context; the shorter row's first padding EOS counts (papers' rule)
+    assert r["gen_ppl"] > 1 and r["num_tokens"] == (3 - 1) + 1 + (4 - 1) and r["count_padding_eos"] is True
     assert r["max_length"] == 16 and "provenance" in r

@@ -70,12 +70,19 @@ class Model:
     @classmethod
     def load(cls, path: str, device: str = "auto") -> "Model":
         from dlm.algos import load_module
-        from dlm.data.tokenizer import load_tokenizer
+        from dlm.data.tokenizer import load_tokenizer, model_vocab_size
 
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         module = load_module(path, map_location=device)
-        return cls(module, load_tokenizer(find_tokenizer(module.tokenizer_dir, path)))
+        tok_dir = find_tokenizer(module.tokenizer_dir, path)
+        tok = load_tokenizer(tok_dir)
+        K = model_vocab_size(tok)
+        if K != module.hparams.vocab_size:
+            raise ValueError(f"{path}: the checkpoint has vocab_size {module.hparams.vocab_size} but its tokenizer "
+                             f"{tok_dir} gives K = {K} (len {len(tok)}); expected the tokenizer the model was "
+                             f"trained or imported with")
+        return cls(module, tok)
 
     @property
     def algo(self) -> str:
@@ -107,17 +114,23 @@ class Model:
             return list(x)
 
         rows = []
-        for pre, suf in zip(per_row(prefix), per_row(suffix)):
-            fixed = {}
+        for i, (pre, suf) in enumerate(zip(per_row(prefix), per_row(suffix))):
+            fixed, sizes = {}, []
             for start, part in (spans or {}).items():
-                fixed.update({start + j: t for j, t in enumerate(_ids(self.tokenizer, part))})
+                ids = _ids(self.tokenizer, part)
+                fixed.update({start + j: t for j, t in enumerate(ids)})
+                sizes.append(f"span at {start} of {len(ids)}")
             if pre is not None:
-                fixed.update(enumerate(_ids(self.tokenizer, pre)))
+                ids = _ids(self.tokenizer, pre)
+                fixed.update(enumerate(ids))
+                sizes.append(f"prefix of {len(ids)}")
             if suf is not None:
                 ids = _ids(self.tokenizer, suf)
                 fixed.update({L - len(ids) + j: t for j, t in enumerate(ids)})
+                sizes.append(f"suffix of {len(ids)}")
             if len(fixed) >= L:
-                raise ValueError(f"the prompt fixes {len(fixed)} tokens but the block holds {L}: nothing left to generate")
+                raise ValueError(f"prompt {i} ({', '.join(sizes)} tokens) fixes {len(fixed)} positions but the block "
+                                 f"holds {L}: nothing left to generate; expected prompts of fewer than {L} tokens")
             rows.append(fixed)
         return Conditioning.from_rows(rows, L, self.module.device)
 

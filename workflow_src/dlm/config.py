@@ -7,6 +7,8 @@ express; every problem is reported with the key, the value and what was expected
 from __future__ import annotations
 
 import copy
+import difflib
+import re
 from typing import Any
 
 import jsonschema
@@ -112,12 +114,35 @@ def check_config(config: dict, schema_path: str, source: str = "config") -> None
     validator = jsonschema.Draft202012Validator(schema)
     problems = []
     for err in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path))):
+        unknown = _unknown_keys(err)
+        if unknown:
+            problems += unknown
+            continue
         problems.append(f"key '{_key(err.absolute_path)}': value {err.instance!r} is invalid: {err.message}"
                         + (f" (expected: {err.schema.get('description')})" if err.schema.get("description") else ""))
     if not problems:
         problems += _cross_checks(config)
     if problems:
         raise ConfigError(f"invalid {source}:\n  " + "\n  ".join(problems))
+
+
+def _unknown_keys(err: jsonschema.ValidationError) -> list[str]:
+    """One problem per key that `additionalProperties: false` rejects, with its full path, the keys the
+    mapping takes and the closest one (a typo); [] for any other error."""
+    schema = err.schema
+    if err.validator != "additionalProperties" or schema.get("additionalProperties") is not False \
+            or not isinstance(err.instance, dict):
+        return []
+    allowed = sorted(schema.get("properties", {}))
+    patterns = list(schema.get("patternProperties", {}))
+    extra = [k for k in err.instance if k not in allowed and not any(re.search(p, str(k)) for p in patterns)]
+    out = []
+    for key in extra:
+        close = difflib.get_close_matches(str(key), allowed, n=1)
+        out.append(f"key '{_key([*err.absolute_path, key])}': unknown key (Additional properties are not allowed "
+                   f"under '{_key(err.absolute_path)}'); expected one of {allowed}"
+                   + (f"; did you mean {close[0]!r}?" if close else ""))
+    return out
 
 
 def _cross_checks(config: dict) -> list[str]:

@@ -16,7 +16,7 @@ import torch
 
 from dlm.api import Model
 from dlm.config import ALGO_ARGS
-from dlm.sampling import resolve_settings
+from dlm.sampling import get_sampler, resolve_settings
 from dlm.sampling.common import Conditioning
 from dlm.utils import atomic_path
 
@@ -43,8 +43,10 @@ def heldout_conditioning(data_dir: str, n: int, length: int, condition: str, pre
     if condition in ("suffix", "infill"):
         fixed[:, length - suffix_tokens:] = True
     if bool(fixed.all(1).any()):
-        raise ValueError(f"prefix_tokens {prefix_tokens} + suffix_tokens {suffix_tokens} leave nothing to "
-                         f"generate in a block of {length}")
+        given = " + ".join([f"prefix_tokens {prefix_tokens}"] * (condition in ("prefix", "infill"))
+                           + [f"suffix_tokens {suffix_tokens}"] * (condition in ("suffix", "infill")))
+        raise ValueError(f"{given} leave nothing to generate in a block of {length} (condition {condition!r}); "
+                         f"expected fewer than {length} prompt tokens")
     return Conditioning(values, fixed)
 
 
@@ -67,7 +69,13 @@ def file_conditioning(model: Model, path: str, n: int, condition: str) -> Condit
         if (condition in ("prefix", "infill") and not p) or (condition in ("suffix", "infill") and not s):
             raise ValueError(f"{path}: prompt {i % len(prompts)} has no {'prefix' if not p else 'suffix'} for "
                              f"condition {condition!r}")
-    return model.conditioning(n, prefix=pre if any(pre) else None, suffix=suf if any(suf) else None)
+    m = min(n, len(prompts))  # each prompt is tokenized once (so an error names its index in the file), then cycled
+    try:
+        base = model.conditioning(m, prefix=pre[:m] if any(pre) else None, suffix=suf[:m] if any(suf) else None)
+    except ValueError as e:  # a prompt too long for the block: say which file it came from
+        raise ValueError(f"{path}: {e}") from None
+    idx = [i % m for i in range(n)]
+    return Conditioning(base.values[idx], base.fixed[idx])
 
 
 def build_conditioning(model: Model, condition: str, n: int, prompts: dict | None, data_dir: str | None
@@ -94,7 +102,13 @@ def generate(ckpt: str, sampler: str, steps: int, seed: int, num_samples: int, b
     if threads:
         torch.set_num_threads(threads)
     full = resolve_settings(sampler, settings)
+    if steps < 1:  # checked again by run_sampler; here before the checkpoint is even read
+        raise ValueError(f"sampling steps must be >= 1, got {steps}")
     model = Model.load(ckpt, device)
+    try:
+        get_sampler(sampler, model.algo)
+    except ValueError as e:
+        raise ValueError(f"{ckpt}: {e}") from None
     cond = build_conditioning(model, full["condition"], num_samples, prompts, data_dir)
     own = {k: v for k, v in (settings or {}).items() if k not in ("sampler", "condition")}
     res = model.generate(num_samples, sampler=sampler, steps=steps, seed=seed, batch_size=batch_size, cond=cond,

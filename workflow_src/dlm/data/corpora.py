@@ -13,7 +13,9 @@
                      first (max_docs - that) chapters. So a truncated run never trains on a chapter that
                      the full run validates on, and the validation split is never empty.
 * ``"text_files"``   ``train`` / ``valid``: local plain-text files; documents are separated by blank lines.
-                     Optional ``max_docs`` keeps the first max_docs documents of EACH split.
+                     Optional ``max_docs`` keeps the first max_docs documents of EACH split. The files must
+                     be valid UTF-8: a bad byte raises ValueError naming the file, the byte offset and the
+                     line (bytes are never replaced, since that would change the tokens and so the PPL).
 * ``"hf"``           ``datasets.load_dataset(path, name, split=...)`` with ``train_split`` / ``valid_split``
                      (split strings such as "train[:-100000]"), ``text_field`` (default "text"), optional
                      ``detokenizer`` (null | wikitext | ptb | lm1b | lambada), ``max_docs`` (first max_docs
@@ -25,7 +27,8 @@
                      train on it). Optional ``max_docs`` keeps the first max_docs topics.
 
 Whitespace-only documents are dropped in every source (after detokenization). A split that ends up
-empty raises ValueError naming the source kind and the split.
+empty raises ValueError naming the source kind and the split (and, for text_files, the input file); the
+output files are then left as they were.
 """
 
 from __future__ import annotations
@@ -154,11 +157,26 @@ def split_paragraphs(text: str) -> list[str]:
     return [p.strip() for p in _BLANK_LINES.split(text) if p.strip()]
 
 
+def read_utf8(path: str | os.PathLike) -> str:
+    """The text of a UTF-8 file. Invalid bytes raise ValueError naming the file, the byte offset, the
+    line and column and the offending bytes: they are never replaced, because a replacement character
+    changes the tokens (and so every perplexity computed on the corpus)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise ValueError(f"{os.fspath(path)}: invalid UTF-8 at byte offset {e.start} (line {line}, byte "
+                         f"{column} of the line): {data[e.start:e.end]!r} ({e.reason}); expected a UTF-8 text "
+                         f"file (re-encode it, e.g. iconv -f latin1 -t utf-8)") from None
+
+
 def _text_file_docs(source: dict, split: str) -> Iterator[str]:
     if split not in source or source[split] is None:
         raise ValueError(f"text_files source: missing the {split!r} path")
-    with open(source[split], encoding="utf-8") as f:
-        docs = split_paragraphs(f.read())
+    docs = split_paragraphs(read_utf8(source[split]))
     return _take(docs, _check_max_docs(source))
 
 
@@ -236,6 +254,7 @@ def write_corpus(source: dict, out_train: str, out_valid: str) -> dict:
                 stats[split] = _write_jsonl(f, docs[split])
             os.chmod(tmp, 0o644)  # atomic_path's temp file is private (mkstemp); corpora are shared data
             if stats[split]["n_docs"] == 0:
+                given = f"input {os.fspath(source[split])} has no non-blank text; " if kind == "text_files" else ""
                 raise ValueError(f"{kind} corpus source produced no documents for the {split!r} split "
-                                 f"(output {outs[split]})")
+                                 f"({given}output {outs[split]}); expected at least one document")
     return stats

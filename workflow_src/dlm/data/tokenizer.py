@@ -119,13 +119,16 @@ def load_tokenizer(dir: str) -> Any:
     return AutoTokenizer.from_pretrained(str(dir))
 
 
+def model_vocab_size(tok: Any) -> int:
+    """K, the vocabulary size of a model on this tokenizer: len(tok), plus one [MASK] when it has none."""
+    has_mask = tok.mask_token is not None and tok.mask_token_id is not None
+    return len(tok) if has_mask else len(tok) + 1
+
+
 def special_ids(tok: Any) -> dict:
     """{"vocab_size": K, "bos", "eos", "pad" (or None), "mask"} following the MDLM/DUO conventions."""
-    n = len(tok)
-    if tok.mask_token is not None and tok.mask_token_id is not None:
-        vocab_size, mask = n, int(tok.mask_token_id)
-    else:
-        vocab_size, mask = n + 1, n
+    vocab_size = model_vocab_size(tok)
+    mask = int(tok.mask_token_id) if vocab_size == len(tok) else len(tok)
     bos = tok.bos_token_id if tok.bos_token_id is not None else tok.cls_token_id
     eos = tok.eos_token_id if tok.eos_token_id is not None else tok.sep_token_id
     if bos is None or eos is None:

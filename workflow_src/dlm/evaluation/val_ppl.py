@@ -43,6 +43,21 @@ def bound_standard_error(pass_nll: np.ndarray, seq_nll: np.ndarray, seq_tokens: 
     return se, "delta method over sequences (one pass; an upper estimate)"
 
 
+def check_data_fits(module, data: PackedDataset, ckpt: str) -> None:
+    """ValueError (naming both files and both numbers) unless the packed data has the checkpoint's
+    vocabulary size K and block length L: another tokenizer's ids, or longer / shorter blocks than the
+    model was trained on, would give a meaningless perplexity (or a shape error deep in the network)."""
+    hp = module.hparams
+    if data.vocab_size != hp.vocab_size:
+        raise ValueError(f"packed data {data.data_dir} has vocab_size {data.vocab_size} but the checkpoint {ckpt} "
+                         f"has vocab_size {hp.vocab_size}; expected data packed with the model's tokenizer "
+                         f"({hp.tokenizer_dir})")
+    if data.block_length != hp.block_length:
+        raise ValueError(f"packed data {data.data_dir} has block_length {data.block_length} but the checkpoint "
+                         f"{ckpt} takes sequences of length {hp.block_length}; expected data packed with "
+                         f"block_length {hp.block_length}")
+
+
 @torch.no_grad()
 def evaluate_ppl(ckpt: str, data_dir: str, split: str, batch_size: int, seed: int, out: str, run: str = "",
                  max_batches: int | None = None, device: str = "auto", threads: int | None = None,
@@ -59,7 +74,9 @@ def evaluate_ppl(ckpt: str, data_dir: str, split: str, batch_size: int, seed: in
     if passes < 1:
         raise ValueError(f"val_passes must be >= 1, got {passes}")
     module = load_module(ckpt, map_location=device)
-    loader = DataLoader(PackedDataset(data_dir, split), batch_size=batch_size, shuffle=False)
+    data = PackedDataset(data_dir, split)
+    check_data_fits(module, data, ckpt)
+    loader = DataLoader(data, batch_size=batch_size, shuffle=False)
     seq_nll, seq_tokens = [], []
     for p in range(passes):
         nll_p, tok_p = [], []
