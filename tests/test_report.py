@@ -139,11 +139,14 @@ def test_gen_ppl_table_honest_highlighting(tmp_path):
              _gen(tmp_path, "duo", "duo", 8, 0, 171.0, entropy=0.33, sampler="duo_greedy_tail"),
              _gen(tmp_path, "duo", "duo", 8, 1, 175.0, entropy=0.35, sampler="duo_greedy_tail"),
              _gen(tmp_path, "mdlm", "mdlm", 8, 0, 900.0, entropy=4.3),
-             _gen(tmp_path, "udlm", "udlm", 8, 0, 1200.0, entropy=3.7)]
+             _gen(tmp_path, "udlm", "udlm", 8, 0, 1200.0, entropy=3.7),
+             _gen(tmp_path, "mdlm_p", "mdlm", 8, 0, 50.0, entropy=4.3, condition="infill")]
     df = gen_ppl_table(paths, tmp_path / "gen", entropy_margin=0.5)
     assert df.iloc[0]["algo"] == "data" and df.iloc[0]["note"] == "reference text"
     notes = dict(zip(df["run"], df["note"]))
     assert notes["duo"] == "low entropy" and notes["mdlm"] == "" and notes["udlm"] == "low entropy"
+    assert notes["mdlm_p"] == "infill prompt"  # real prompt tokens lower the gen PPL: never bold
+    assert "condition" not in df.columns
     md = (tmp_path / "gen.md").read_text()
     assert "**900.00**" in md and "**173.00" not in md and "**60.00**" not in md
     assert "low entropy" in md and "reference text" in md
@@ -152,7 +155,7 @@ def test_gen_ppl_table_honest_highlighting(tmp_path):
     # a wider margin makes udlm eligible, not duo; without a reference row every model row is eligible
     df2 = gen_ppl_table(paths, tmp_path / "gen2", entropy_margin=1.0)
     assert dict(zip(df2["run"], df2["note"]))["udlm"] == ""
-    gen_ppl_table(paths[1:], tmp_path / "gen3")
+    gen_ppl_table(paths[1:-1], tmp_path / "gen3")
     assert "**173.00" in (tmp_path / "gen3.md").read_text()
 
 

@@ -364,7 +364,7 @@ def gidd_table(json_paths: Sequence[str | os.PathLike], out_stem: str | os.PathL
 
 
 GEN_PPL_FIELDS = {"run": True, "algo": True, "sampler": True, "steps": True, "seed": False,
-                  "gen_ppl": False, "entropy": False, "nfe": False, "seconds_per_sample": False,
+                  "condition": False, "gen_ppl": False, "entropy": False, "nfe": False, "seconds_per_sample": False,
                   "num_tokens": False, "num_samples": False}
 
 
@@ -384,10 +384,11 @@ ENTROPY_MARGIN = 0.5  # config evaluation.entropy_margin's default
 
 
 def honest_best(df: pd.DataFrame, entropy_margin: float = ENTROPY_MARGIN) -> tuple[pd.Series, pd.Series]:
-    """(eligible, flag) per row of a gen-PPL frame with ``algo``, ``entropy``: a row may be marked best only if
-    it is a model's (not the reference text's) and its entropy is at least the reference text's minus
-    `entropy_margin` (nats); rows below are flagged "low entropy" (degenerate samples score a low gen PPL:
-    the DUO paper's caution). Without a reference row (or without entropies) every model row is eligible."""
+    """(eligible, flag) per row of a gen-PPL frame with ``algo``, ``entropy`` (and optionally ``condition``): a
+    row may be marked best only if it is a model's (not the reference text's), unconditional (a prompt's real
+    tokens lower the gen PPL: noted "prefix/suffix/infill prompt"), and its entropy is at least the reference
+    text's minus `entropy_margin` (nats); rows below are flagged "low entropy" (degenerate samples score a low
+    gen PPL: the DUO paper's caution). Without a reference row (or entropies) no row is flagged for entropy."""
     is_ref = df["algo"].astype(str) == REFERENCE_ALGO
     ref = pd.to_numeric(df.loc[is_ref, "entropy"], errors="coerce").dropna()
     entropy = pd.to_numeric(df["entropy"], errors="coerce")
@@ -395,10 +396,13 @@ def honest_best(df: pd.DataFrame, entropy_margin: float = ENTROPY_MARGIN) -> tup
         low = pd.Series(False, index=df.index)
     else:
         low = entropy < float(ref.mean()) - float(entropy_margin)
+    cond = df["condition"].fillna("none").astype(str) if "condition" in df.columns else pd.Series("none", index=df.index)
+    prompted = ~cond.isin(["none", ""]) & ~is_ref
     flag = pd.Series("", index=df.index, dtype=object)
     flag[is_ref] = "reference text"
-    flag[low & ~is_ref] = "low entropy"
-    return ~is_ref & ~low, flag
+    flag[prompted] = cond[prompted] + " prompt"
+    flag[low & ~is_ref] = (flag[low & ~is_ref] + "; low entropy").str.lstrip("; ")
+    return ~is_ref & ~low & ~prompted, flag
 
 
 def gen_ppl_table(json_paths: Sequence[str | os.PathLike], out_stem: str | os.PathLike,
@@ -423,11 +427,12 @@ def gen_ppl_table(json_paths: Sequence[str | os.PathLike], out_stem: str | os.Pa
                seeds.drop(columns="file").to_csv(index=False, lineterminator="\n"))
     keys = ["run", "algo", "sampler", "steps"]
     g = seeds.groupby(keys, sort=False, dropna=False)
-    df = g.agg(gen_ppl=("gen_ppl", "mean"), gen_ppl_std=("gen_ppl", "std"),
+    df = g.agg(condition=("condition", "first"), gen_ppl=("gen_ppl", "mean"), gen_ppl_std=("gen_ppl", "std"),
                n_seeds=("gen_ppl", "size"), entropy=("entropy", "mean"), nfe=("nfe", "mean"),
                seconds_per_sample=("seconds_per_sample", "mean")).reset_index()
     df = _sort(df, ["run", "sampler", "steps"])
     eligible, df["note"] = honest_best(df, entropy_margin)
+    df = df.drop(columns="condition")
     ref = pd.to_numeric(df.loc[df["algo"] == REFERENCE_ALGO, "entropy"], errors="coerce").dropna()
     rule = (f"bold: the lowest gen PPL per number of steps among samples whose entropy is at least the held-out "
             f"text's ({float(ref.mean()):.2f}) minus {entropy_margin:g} nats" if not ref.empty else
