@@ -111,7 +111,12 @@ def test_smoke_run_end_to_end(tmp_path):
     assert set(gidd["run"]) == {"mdlm", "gidd"}
     gen = pd.read_csv(res / "tables" / "gen_ppl.csv")
     plan = yaml.safe_load(Path(SMOKE).read_text())["sampling"]["plan"]
-    assert len(gen) == sum(len(e["steps"]) for e in plan)
+    assert len(gen) == sum(len(e["steps"]) for e in plan) + 1  # + the held-out reference row, first
+    ref = gen.iloc[0]
+    assert (ref["run"], ref["algo"], ref["note"]) == ("reference", "data", "reference text")
+    assert 1 < ref["gen_ppl"] < 1e6 and ref["entropy"] > 0
+    bold = (res / "tables" / "gen_ppl.md").read_text().splitlines()
+    assert not any("**" in line and ("low entropy" in line or "prompt" in line) for line in bold)
     scored = gen["gen_ppl"].notna()  # a degenerate smoke model may emit only EOS: nothing to score, a dash
     assert scored.sum() >= len(gen) - 2 and gen.loc[scored, "gen_ppl"].between(1, 1e6).all()
     assert (gen["entropy"] >= 0).all()

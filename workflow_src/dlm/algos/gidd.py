@@ -129,7 +129,7 @@ class GIDD(Method):
 
     def output_log_probs(self, logits: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Normalised log-probabilities, -inf at [MASK] (no carry-over)."""
-        logits = logits.float().clone()  # (..., K)
+        logits = logits.float()  # (..., K): the network's fresh output (or a row selection of it), set in place
         logits[..., self.mask_id] = float("-inf")
         return torch.log_softmax(logits, dim=-1)
 
