@@ -39,6 +39,20 @@ def tokenizer_id():
     return re.sub(r"[^A-Za-z0-9_.-]+", "--", tok["name_or_path"]).strip("-")
 
 
+def corpus_inputs(wildcards):
+    """Local files the corpus is read from (text_files; local hf paths and data_files): inputs of the corpus
+    rule, so that a changed file reruns the corpus and everything that depends on it."""
+    src = config["corpus"]["source"]
+    if src["kind"] == "text_files":
+        return [src["train"], src["valid"]]
+    if src["kind"] == "hf":
+        files = src.get("data_files") or {}
+        paths = [src["path"]] + [p for v in (files.values() if isinstance(files, dict) else [files])
+                                 for p in (v if isinstance(v, list) else [v])]
+        return [p for p in paths if isinstance(p, str) and os.path.isfile(p)]
+    return []
+
+
 def run_params(wildcards):
     return resolve_run(config, wildcards.run)
 

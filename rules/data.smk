@@ -2,9 +2,12 @@
 
 
 rule corpus:
+    input:
+        corpus_inputs,
     output:
         train="results/data/{corpus}/raw/train.jsonl",
         valid="results/data/{corpus}/raw/valid.jsonl",
+        meta="results/data/{corpus}/raw/meta.json",
     params:
         source=config["corpus"]["source"],
     log:

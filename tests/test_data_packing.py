@@ -212,3 +212,53 @@ def test_repacking_a_directory_replaces_everything(work, tmp_path):
     meta = pack(str(work / "train.jsonl"), str(work / "valid.jsonl"), str(work / "tok"), "wrap", L_WRAP, str(out))
     assert sorted(p.name for p in out.iterdir()) == ["meta.json", "train.npy", "valid.npy"]
     assert read_meta(out) == meta and np.load(out / "train.npy").shape == (meta["splits"]["train"]["n_blocks"], L_WRAP)
+
+
+# ------------------------------------------------------------------------------------ data drift
+def test_meta_records_content_hashes_and_drift_is_an_error(work, tmp_path):
+    """meta.json holds the sha256 and size of every array and of its source JSONL; an array edited in place
+    (same size) fails `verify_packed` naming the split and file, a truncated one fails already at open."""
+    import shutil
+
+    from dlm.data.dataset import verify_packed
+    from dlm.utils import sha256_file
+
+    out = tmp_path / "w"
+    pack(str(work / "train.jsonl"), str(work / "valid.jsonl"), str(work / "tok"), "wrap", L_WRAP, str(out))
+    meta = read_meta(out)
+    for split in ("train", "valid"):
+        s = meta["splits"][split]
+        assert s["sha256"] == {"input_ids": sha256_file(out / f"{split}.npy")}
+        assert s["bytes"] == {"input_ids": (out / f"{split}.npy").stat().st_size}
+        assert s["source_sha256"] == sha256_file(work / f"{split}.jsonl")
+    verify_packed(out)  # untouched: passes
+    edited = tmp_path / "edited"
+    shutil.copytree(out, edited)
+    raw = bytearray((edited / "valid.npy").read_bytes())
+    raw[-1] ^= 0xFF  # one token id changed, same size
+    (edited / "valid.npy").write_bytes(bytes(raw))
+    verify_packed(edited, ("train",))  # only the valid split drifted
+    with pytest.raises(ValueError, match=r"packed split 'valid' of .*edited.*valid\.npy has sha256 [0-9a-f]{64}, "
+                                         r"meta.json recorded " + meta["splits"]["valid"]["sha256"]["input_ids"]):
+        verify_packed(edited)
+    cut = tmp_path / "cut"
+    shutil.copytree(out, cut)
+    data = (cut / "train.npy").read_bytes()
+    (cut / "train.npy").write_bytes(data[: len(data) - L_WRAP * 2])
+    with pytest.raises(ValueError, match=r"packed split 'train' of .*cut.*train\.npy has \d+ bytes, meta.json recorded"):
+        PackedDataset(cut, "train")
+
+
+def test_corpus_meta_records_hashes_of_output_and_source(work, tmp_path):
+    from dlm.data.corpora import write_corpus_meta
+    from dlm.utils import sha256_file
+
+    src = {"kind": "text_files", "train": str(work / "s_train.txt"), "valid": str(work / "s_valid.txt")}
+    outs = {"train": str(tmp_path / "train.jsonl"), "valid": str(tmp_path / "valid.jsonl")}
+    stats = write_corpus(src, outs["train"], outs["valid"])
+    meta = write_corpus_meta(src, stats, outs, str(tmp_path / "meta.json"))
+    assert json.loads((tmp_path / "meta.json").read_text()) == meta
+    for split in ("train", "valid"):
+        s = meta["splits"][split]
+        assert s["sha256"] == sha256_file(outs[split]) and s["bytes"] == (tmp_path / f"{split}.jsonl").stat().st_size
+        assert s["source_sha256"] == sha256_file(src[split]) and s["n_docs"] > 0

@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -72,6 +73,31 @@ def test_dry_run_default_and_paper_configs(tmp_path):
             assert f"results/models/{r['distill']['from']}/final.ckpt" in mine[1]
             assert all(f"results/models/{name}/round_{k - 1}.ckpt" in mine[k] for k in mine if k > 1)
             assert ("resources/integral/" in mine[1]) == (r["algo"] == "dcd")
+
+
+def test_changed_corpus_file_reruns_what_depends_on_it(tmp_path):
+    """A text_files corpus is an input of the corpus rule: after the data stage ran, editing the source file
+    makes a dry run schedule the corpus, tokenizer and pack jobs again (and nothing is rerun without an edit)."""
+    import yaml
+
+    (tmp_path / "train.txt").write_text("In the beginning God created the heaven and the earth.\n\n" * 40)
+    (tmp_path / "valid.txt").write_text("And the earth was without form, and void.\n\n" * 10)
+    cfg = yaml.safe_load(Path(SMOKE).read_text())
+    cfg["corpus"] = {"name": "mine", "source": {"kind": "text_files", "train": str(tmp_path / "train.txt"),
+                                                "valid": str(tmp_path / "valid.txt")}}
+    cfg["tokenizer"] = {"kind": "bpe", "vocab_size": 300}
+    conf = tmp_path / "c.yaml"
+    conf.write_text(yaml.safe_dump(cfg))
+    work = tmp_path / "work"
+    smk("--cores", "2", "--configfile", str(conf), "--directory", str(work), "results/data/mine/packed")
+    assert json.loads((work / "results/data/mine/raw/meta.json").read_text())["splits"]["train"]["source_sha256"]
+    again = smk("-n", "--cores", "2", "--configfile", str(conf), "--directory", str(work), "results/data/mine/packed")
+    assert "Nothing to be done" in again.stdout + again.stderr
+    time.sleep(1.1)
+    (tmp_path / "train.txt").write_text("Let there be light.\n\n" * 60)
+    dry = smk("-n", "--cores", "2", "--configfile", str(conf), "--directory", str(work), "results/data/mine/packed")
+    counts = job_counts(dry.stdout)
+    assert counts.get("corpus") == 1 and counts.get("pack") == 1
 
 
 def test_dry_run_slurm_profile_needs_no_cluster(tmp_path):

@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from dlm.algos import get_method
-from dlm.data.dataset import PackedDataset, read_meta
+from dlm.data.dataset import PackedDataset, read_meta, verify_packed
 from dlm.models.ema import EMA
 from dlm.utils import atomic_path, config_hash, sha256_file
 
@@ -151,6 +151,7 @@ class StepLogger(L.Callback):
 
 
 def loaders(data_dir: str, batch_size: int, seed: int) -> tuple[DataLoader, DataLoader]:
+    verify_packed(data_dir, ("train", "valid"))
     train_ds, valid_ds = PackedDataset(data_dir, "train"), PackedDataset(data_dir, "valid")
     if len(train_ds) < batch_size:
         raise ValueError(f"{data_dir}: train split has {len(train_ds)} blocks, fewer than batch_size={batch_size}")

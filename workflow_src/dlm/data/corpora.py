@@ -226,8 +226,9 @@ def pydoc_topic_docs() -> list[str]:
 def write_corpus(source: dict, out_train: str, out_valid: str) -> dict:
     """Write the train / valid JSONL files of `source` atomically; return per-split document statistics.
 
-    Returns {"kind": kind, "train": {"n_docs", "n_chars"}, "valid": {"n_docs", "n_chars"}}.
-    Both files are renamed into place only if both splits are non-empty.
+    Returns {"kind": kind, "train": {"n_docs", "n_chars"}, "valid": {"n_docs", "n_chars"}}, to which
+    `write_corpus_meta` adds the content hashes. Both files are renamed into place only if both splits are
+    non-empty.
     """
     if not isinstance(source, dict) or "kind" not in source:
         raise ValueError(f"corpus source must be a mapping with a 'kind' key, got {source!r}")
@@ -258,3 +259,20 @@ def write_corpus(source: dict, out_train: str, out_valid: str) -> dict:
                 raise ValueError(f"{kind} corpus source produced no documents for the {split!r} split "
                                  f"({given}output {outs[split]}); expected at least one document")
     return stats
+
+
+def write_corpus_meta(source: dict, stats: dict, outs: dict[str, str], meta_path: str) -> dict:
+    """meta.json of a corpus: the source settings, per split the document statistics and the sha256 and byte
+    size of the written JSONL, and those of the local source files it was read from (text_files)."""
+    from dlm.utils import sha256_file, write_json
+
+    meta: dict[str, Any] = {"source": source, "splits": {}}
+    for split, path in outs.items():
+        meta["splits"][split] = {**stats[split], "file": os.fspath(path), "sha256": sha256_file(path),
+                                 "bytes": os.path.getsize(path)}
+        if source.get("kind") == "text_files":
+            src = source[split]
+            meta["splits"][split].update({"source_file": os.fspath(src), "source_sha256": sha256_file(src),
+                                          "source_bytes": os.path.getsize(src)})
+    write_json(meta_path, meta)
+    return meta

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dlm.utils import read_json
+from dlm.utils import read_json, sha256_file
 
 _ROWS_PER_CHUNK = 1 << 14  # rows per step when scanning a whole split
 
@@ -31,6 +31,32 @@ def _split_paths(data_dir: Path, meta: dict, split: str) -> tuple[Path, Path | N
     return ids, None
 
 
+def verify_packed(data_dir: str | os.PathLike, splits: tuple[str, ...] = ("train", "valid")) -> None:
+    """Check each split's arrays against the sha256 and byte size that `pack` recorded in meta.json; a file
+    that drifted (edited, truncated, replaced) is an error naming the split, the file and both hashes. Jobs
+    that read a whole split (training, validation) call it once at their start; directories packed before
+    hashes were recorded pass."""
+    data_dir = Path(data_dir)
+    meta = read_meta(data_dir)
+    for split in splits:
+        info = meta["splits"].get(split, {})
+        for key, name in (meta.get("files", {}).get(split) or {}).items():
+            want = (info.get("sha256") or {}).get(key)
+            if not name or want is None:
+                continue
+            path = data_dir / name
+            if not path.is_file():
+                raise FileNotFoundError(f"packed split {split!r} of {data_dir}: {path} is missing (meta.json lists "
+                                        f"it); rerun the `pack` rule")
+            size, want_size = path.stat().st_size, (info.get("bytes") or {}).get(key)
+            got = sha256_file(path) if want_size is None or size == want_size else None
+            if got != want:
+                detail = (f"has {size} bytes, meta.json recorded {want_size}" if got is None else
+                          f"has sha256 {got}, meta.json recorded {want}")
+                raise ValueError(f"packed split {split!r} of {data_dir}: {path} {detail}; the data changed after "
+                                 f"packing (delete {data_dir} and rerun the `pack` rule)")
+
+
 class PackedDataset(torch.utils.data.Dataset):
     """Blocks of one split: item i = {"input_ids": LongTensor(L), "attention_mask": LongTensor(L)}.
 
@@ -45,6 +71,11 @@ class PackedDataset(torch.utils.data.Dataset):
         self.block_length = int(self.meta["block_length"])
         self.vocab_size = int(self.meta["vocab_size"])
         self._ids_path, self._mask_path = _split_paths(self.data_dir, self.meta, split)
+        want = (self.meta["splits"][split].get("bytes") or {}).get("input_ids")
+        if want is not None and self._ids_path.stat().st_size != want:  # cheap check at every open
+            raise ValueError(f"packed split {split!r} of {self.data_dir}: {self._ids_path} has "
+                             f"{self._ids_path.stat().st_size} bytes, meta.json recorded {want} (truncated or "
+                             f"replaced after packing; rerun the `pack` rule)")
         self._ids = self._mask = None
         self._open()
         if self._ids.ndim != 2 or self._ids.shape[1] != self.block_length:

@@ -3,7 +3,9 @@
 Output of `pack(...)` in out_dir:
   train.npy, valid.npy              (n_blocks, block_length) token ids, uint16 if K <= 65535 else uint32
   train_mask.npy, valid_mask.npy    (pad mode only) uint8 attention masks, 1 on real tokens
-  meta.json                         written LAST: its presence means the arrays are complete
+  meta.json                         written LAST: its presence means the arrays are complete; per split
+                                    the sha256 and byte size of each array and of its source JSONL, and
+                                    the tokenizer's fingerprint (`dlm.data.dataset.verify_packed` checks them)
 
 Modes:
   "wrap" (OpenWebText style, MDLM/DUO): every document is tokenized without special tokens and followed
@@ -29,7 +31,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from dlm.utils import write_json
+from dlm.utils import sha256_file, write_json
 
 from .corpora import count_documents, iter_documents
 from .tokenizer import fingerprint, load_tokenizer, special_ids
@@ -206,6 +208,13 @@ def pack(train_jsonl: str, valid_jsonl: str, tokenizer_dir: str, mode: str, bloc
     if mode == "wrap":  # masks left by an earlier pad-mode run in the same directory would be misleading
         for split in SPLITS:
             (out / f"{split}_mask.npy").unlink(missing_ok=True)
+    files = {split: {"input_ids": f"{split}.npy", "attention_mask": f"{split}_mask.npy" if mode == "pad" else None}
+             for split in SPLITS}
+    for split in SPLITS:  # content hashes and sizes: a packed split that drifts from them is an error
+        splits[split]["source_sha256"] = sha256_file(splits[split]["source"])
+        splits[split]["source_bytes"] = os.path.getsize(splits[split]["source"])
+        splits[split]["sha256"] = {k: sha256_file(out / f) for k, f in files[split].items() if f}
+        splits[split]["bytes"] = {k: os.path.getsize(out / f) for k, f in files[split].items() if f}
 
     meta = {
         "format_version": 1,
@@ -218,9 +227,7 @@ def pack(train_jsonl: str, valid_jsonl: str, tokenizer_dir: str, mode: str, bloc
         "pad_is_eos_fallback": pad_fallback,
         "tokenizer_fingerprint": fingerprint(tokenizer_dir),
         "tokenizer_dir": str(tokenizer_dir),
-        "files": {split: {"input_ids": f"{split}.npy",
-                          "attention_mask": f"{split}_mask.npy" if mode == "pad" else None}
-                  for split in SPLITS},
+        "files": files,
         "splits": splits,
     }
     write_json(out / "meta.json", meta)

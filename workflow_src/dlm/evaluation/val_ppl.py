@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from dlm.algos import load_module
 from dlm.config import ALGO_ARGS
-from dlm.data.dataset import PackedDataset, read_meta, unigram_counts
+from dlm.data.dataset import PackedDataset, read_meta, unigram_counts, verify_packed
 from dlm.utils import provenance, write_json
 
 
@@ -74,6 +74,7 @@ def evaluate_ppl(ckpt: str, data_dir: str, split: str, batch_size: int, seed: in
     if passes < 1:
         raise ValueError(f"val_passes must be >= 1, got {passes}")
     module = load_module(ckpt, map_location=device)
+    verify_packed(data_dir, (split,))
     data = PackedDataset(data_dir, split)
     check_data_fits(module, data, ckpt)
     loader = DataLoader(data, batch_size=batch_size, shuffle=False)

@@ -1,5 +1,7 @@
-from dlm.data.corpora import write_corpus
+from dlm.data.corpora import write_corpus, write_corpus_meta
 from dlm.utils import setup_job
 
 setup_job(snakemake.log[0], snakemake.threads)
-write_corpus(snakemake.params.source, snakemake.output.train, snakemake.output.valid)
+out = snakemake.output
+stats = write_corpus(snakemake.params.source, out.train, out.valid)
+write_corpus_meta(snakemake.params.source, stats, {"train": out.train, "valid": out.valid}, out.meta)
