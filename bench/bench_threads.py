@@ -18,6 +18,7 @@ Writes bench/results/threads.json and bench/results/threads.md. Run: python benc
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -72,7 +73,7 @@ def main() -> None:
             rows.append({"run": name, "algo": algo, "single_steps_per_s": single, "pair_steps_per_s": pair,
                          "ratio_per_round": [p / s for p, s in zip(pair, single)],
                          "ratio": statistics.median(pair) / statistics.median(single)})
-    info["loadavg_end"] = list(__import__("os").getloadavg())
+    info["loadavg_end"] = list(os.getloadavg())
     info["wall_seconds"] = time.perf_counter() - t0
     write(info, dict(size=size, K=K, L=L, B=B, rounds=ROUNDS, warmup=WARMUP, steps=STEPS), rows)
 

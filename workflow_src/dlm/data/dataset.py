@@ -31,6 +31,14 @@ def _split_paths(data_dir: Path, meta: dict, split: str) -> tuple[Path, Path | N
     return ids, None
 
 
+def _check_bytes(data_dir: Path, split: str, path: Path, want: int | None) -> None:
+    """The cheap drift check: the file's size against the one `pack` recorded (None: not recorded)."""
+    if want is not None and path.stat().st_size != want:
+        raise ValueError(f"packed split {split!r} of {data_dir}: {path} has {path.stat().st_size} bytes, meta.json "
+                         f"recorded {want}; the data changed after packing (truncated or replaced: delete {data_dir} "
+                         f"and rerun the `pack` rule)")
+
+
 def verify_packed(data_dir: str | os.PathLike, splits: tuple[str, ...] = ("train", "valid")) -> None:
     """Check each split's arrays against the sha256 and byte size that `pack` recorded in meta.json; a file
     that drifted (edited, truncated, replaced) is an error naming the split, the file and both hashes. Jobs
@@ -48,13 +56,11 @@ def verify_packed(data_dir: str | os.PathLike, splits: tuple[str, ...] = ("train
             if not path.is_file():
                 raise FileNotFoundError(f"packed split {split!r} of {data_dir}: {path} is missing (meta.json lists "
                                         f"it); rerun the `pack` rule")
-            size, want_size = path.stat().st_size, (info.get("bytes") or {}).get(key)
-            got = sha256_file(path) if want_size is None or size == want_size else None
+            _check_bytes(data_dir, split, path, (info.get("bytes") or {}).get(key))
+            got = sha256_file(path)
             if got != want:
-                detail = (f"has {size} bytes, meta.json recorded {want_size}" if got is None else
-                          f"has sha256 {got}, meta.json recorded {want}")
-                raise ValueError(f"packed split {split!r} of {data_dir}: {path} {detail}; the data changed after "
-                                 f"packing (delete {data_dir} and rerun the `pack` rule)")
+                raise ValueError(f"packed split {split!r} of {data_dir}: {path} has sha256 {got}, meta.json recorded "
+                                 f"{want}; the data changed after packing (delete {data_dir} and rerun the `pack` rule)")
 
 
 class PackedDataset(torch.utils.data.Dataset):
@@ -71,11 +77,8 @@ class PackedDataset(torch.utils.data.Dataset):
         self.block_length = int(self.meta["block_length"])
         self.vocab_size = int(self.meta["vocab_size"])
         self._ids_path, self._mask_path = _split_paths(self.data_dir, self.meta, split)
-        want = (self.meta["splits"][split].get("bytes") or {}).get("input_ids")
-        if want is not None and self._ids_path.stat().st_size != want:  # cheap check at every open
-            raise ValueError(f"packed split {split!r} of {self.data_dir}: {self._ids_path} has "
-                             f"{self._ids_path.stat().st_size} bytes, meta.json recorded {want} (truncated or "
-                             f"replaced after packing; rerun the `pack` rule)")
+        _check_bytes(self.data_dir, split, self._ids_path,  # cheap check at every open
+                     (self.meta["splits"][split].get("bytes") or {}).get("input_ids"))
         self._ids = self._mask = None
         self._open()
         if self._ids.ndim != 2 or self._ids.shape[1] != self.block_length:

@@ -34,6 +34,7 @@ import torch
 
 from dlm.sampling.common import (Conditioning, Denoiser, DenoiserOutput, conditioning_or_none, draw_mixture,
                                  sample_categorical)
+from dlm.sampling.mdlm import noise_removal
 
 
 def gidd_time_grid(steps: int, t_eps: float = 1e-4, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -102,7 +103,5 @@ def sample_gidd(module, n: int, steps: int, generator: torch.Generator, cond: Co
         else:
             z = gidd_step(x_theta.output(z, t), z, schedule, t, s, module.hparams.vocab_size, generator)
         z = cond.apply(z)
-    still = z == module.mask_id  # (n, L)
-    if still.any():
-        z = z.masked_scatter(still, x_theta(z, ts[0], rows=still).argmax(-1))
+    z = noise_removal(z, module.mask_id, x_theta, ts[0])  # argmax wherever [MASK] remains, as MDLM's last step
     return {"tokens": cond.apply(z), "nfe": x_theta.nfe}
