@@ -86,8 +86,9 @@ def child(spec: dict) -> dict:
     lightning.seed_everything(tr["seed"], verbose=False)
     method = build_module(data, hp).method
     train_dl, _ = loaders(data, tr["batch_size"], tr["seed"])
-    if len(train_dl) < total:
-        raise RuntimeError(f"train split has {len(train_dl)} batches, fewer than {total}: raise MAX_DOCS")
+    epoch = len(train_dl.dataset) // tr["batch_size"]  # the loader is endless: the first epoch's batches
+    if epoch < total:
+        raise RuntimeError(f"train split has {epoch} batches, fewer than {total}: raise MAX_DOCS")
     batches = [b for _, b in zip(range(total), train_dl)]
     o = {**OPTIM_DEFAULTS, **hp.get("optim", {})}
     opt = torch.optim.AdamW(method.parameters(), lr=o["lr"], betas=tuple(o["betas"]), eps=o["eps"],

@@ -11,6 +11,13 @@ torch.set_num_threads(2)
 SPECIAL = {"bos": 0, "eos": 0, "pad": None, "mask": 1}
 
 
+@pytest.fixture(autouse=True)
+def _seeded_global_rng():
+    """Every test starts from the same global RNG state, so no result depends on which tests ran before
+    (untrained modules draw their initial weights from it)."""
+    torch.manual_seed(0)
+
+
 def make_module(algo: str, vocab_size: int = 32, block_length: int = 16, **kw):
     """A tiny untrained module of any method, without data (for loss and sampler tests)."""
     from dlm.algos import get_method

@@ -1,6 +1,8 @@
 """Ψ-samplers, greedy-tail, GIDD's ancestral sampler and GIDD self-correction: exactness against the plain
 ancestral samplers, kappa schedules, marginal preservation, Bayes' rule, conditioning, stopping rules."""
 
+import math
+
 import pytest
 import torch
 from conftest import perturb, record_inputs
@@ -14,7 +16,7 @@ from dlm.sampling.duo import posterior_weights, uniform_posterior
 from dlm.sampling.gidd import gidd_posterior, gidd_step, gidd_time_grid, min_p_filter
 from dlm.sampling.psi import (masked_psi_rates, psi_kappas, psi_time_grid, sample_psi, segment_sizes,
                               uniform_psi_probs)
-from dlm.sampling.self_correct import self_correct
+from dlm.sampling.self_correct import self_correct, tempered_proposal
 
 PURE = {"modes": ["pure-posterior"] * 3, "time_profile": "linear"}
 
@@ -351,6 +353,38 @@ class ShiftModel:
         assert rows is None  # self-correction needs every position
         want = torch.cat([torch.full_like(z[:, :1], 3), (z[:, :-1] + 1) % self.K], 1)  # (n, L)
         return torch.log_softmax(30.0 * F.one_hot(want, self.K).float(), -1)
+
+
+@pytest.mark.parametrize("K,temperature,spread", [(64, 0.1, 0.3), (97, 0.5, 2.0), (130, 0.1, 8.0)])
+def test_tempered_proposal_draws_exactly_from_the_tempered_softmax(K, temperature, spread):
+    """The lazy draw (argmax for certain, else block-wise inverse CDF of the tail) has the distribution of
+    softmax(logp / T), returns that probability for every proposal that changes z, and never moves a fixed
+    position. Flat rows (spread 0.3: every position takes the full path), peaked ones (8.0: most positions
+    are certain) and a prime K (blocks of 1)."""
+    g = torch.Generator().manual_seed(0)
+    tight = torch.zeros(1, K)
+    tight[0, 5] = temperature * math.log(K - 1)  # all others equal: the tail bound is exact and q = 1/2
+    patterns = torch.log_softmax(torch.cat([spread * torch.randn(2, K, generator=g), tight]), -1)  # (3, K)
+    N = 6000
+    logp = patterns.repeat_interleave(N, 0)[None]  # (1, 3N, K)
+    z = torch.randint(0, K, (1, 3 * N), generator=g)
+    agree = torch.rand(z.shape, generator=g) < 0.7  # mostly z = argmax, as in a sequence being corrected:
+    z = torch.where(agree, logp.argmax(-1), z)  # there the sure draws skip the pass over K
+    fixed = torch.zeros_like(z, dtype=torch.bool)
+    fixed[0, ::50] = True
+    prop, prob, arg = tempered_proposal(logp, z, fixed, temperature, torch.Generator().manual_seed(1))
+    assert torch.equal(arg, logp.argmax(-1))
+    assert torch.equal(prop[fixed], z[fixed])
+    p = torch.softmax(patterns.double() / temperature, -1)  # (3, K)
+    changed = prop != z
+    want = p.repeat_interleave(N, 0)[None].gather(-1, prop[..., None]).squeeze(-1)
+    assert torch.allclose(prob[changed], want[changed], rtol=1e-5, atol=1e-12)
+    free = ~fixed[0]
+    for i in range(3):
+        draws = prop[0, i * N:(i + 1) * N][free[i * N:(i + 1) * N]]
+        freq = torch.bincount(draws, minlength=K).double() / len(draws)
+        se = (p[i] * (1 - p[i]) / len(draws)).sqrt()
+        assert ((freq - p[i]).abs() <= 5 * se + 1e-3).all(), (i, (freq - p[i]).abs().max())
 
 
 def test_self_correction_batched_equals_per_sequence():

@@ -38,3 +38,75 @@ def test_smoke_chain_runs_as_slurm_jobs(tmp_path):
         assert f"slurm_logs/rule_{rule}/" in log, f"rule {rule} was not submitted to Slurm"
     for t in targets:
         assert (tmp_path / "work" / t).exists()
+
+
+def _wait_job(job: str, timeout: float = 300) -> str:
+    """Wait until Slurm job `job` has left the queue; its final 'State ExitCode' from scontrol."""
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        out = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
+        state = next((w.split("=")[1] for w in out.split() if w.startswith("JobState=")), "")
+        if state and state not in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING"):
+            code = next((w.split("=")[1] for w in out.split() if w.startswith("ExitCode=")), "")
+            return f"{state} {code}"
+        time.sleep(1)
+    raise AssertionError(f"Slurm job {job} did not finish in {timeout} s")
+
+
+@pytest.mark.slurm
+@pytest.mark.skipif(not slurm_up(), reason="no Slurm cluster answers (run .ci/slurm-up.sh as root to start one)")
+def test_training_job_preempted_twice_on_slurm_resumes_to_the_uninterrupted_weights(packed, tmp_path):
+    """A real Slurm training job gets SIGUSR1 (`scancel --signal=USR1`, what `--signal` sends before a time
+    limit), saves and exits 75; resubmitted, it gets SIGTERM (`scancel --full`, as at preemption), saves and exits;
+    the third job finishes. The weights equal those of a run that was never interrupted."""
+    import time
+
+    import torch
+    import yaml
+
+    from dlm.resume import PREEMPTED_EXIT
+    from dlm.train import train
+
+    hp = {"algo": "mdlm", "model": {"size": "nano", "dropout": 0.1}, "optim": {"lr": 3e-3, "warmup_steps": 5},
+          "trainer": {"max_steps": 1000, "batch_size": 8, "val_every": 100, "val_batches": 1, "ckpt_every": 10_000,
+                      "log_every": 1, "ema": 0.9}}
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(yaml.safe_dump(hp))
+    out = tmp_path / "slurm" / "final.ckpt"
+    stops = []
+    # --full: Slurm signals the batch step (here the training process itself, by `exec`) too
+    for i, scancel in enumerate((["--full", "--signal=USR1"], ["--full"], None)):
+        log = tmp_path / f"train{i}.log"
+        cmd = (f"exec {sys.executable} -m dlm.cli --log {log} train --data {packed} --run-config {cfg} "
+               f"--out {out} --threads 1")
+        job = subprocess.run(["sbatch", "--parsable", "--cpus-per-task=1", f"--output={tmp_path}/slurm{i}.out",
+                              f"--wrap={cmd}"], capture_output=True, text=True, check=True).stdout.strip()
+        if scancel is not None:
+            deadline = time.time() + 240
+            while time.time() < deadline:  # wait until it trains, then signal it mid-run
+                text = log.read_text() if log.exists() else ""
+                if text.count(" loss ") >= 20:
+                    break
+                time.sleep(0.2)
+            subprocess.run(["scancel", *scancel, job], check=True)
+        state = _wait_job(job)
+        text = log.read_text()
+        if scancel is None:
+            assert state.startswith("COMPLETED"), (state, text[-3000:])
+        else:
+            assert "saved" in text and f"exiting with code {PREEMPTED_EXIT}" in text, (state, text[-3000:])
+            assert not out.exists()
+            (last,) = (tmp_path / "slurm" / "checkpoints").glob("*/last.ckpt")
+            stops.append(torch.load(last, map_location="cpu", weights_only=True)["global_step"])
+    assert 0 < stops[0] < stops[1] < 1000, stops
+    assert "resuming from" in (tmp_path / "train2.log").read_text()
+
+    train(str(packed), str(tmp_path / "plain" / "final.ckpt"), str(tmp_path / "plain"), hp, threads=1)
+    a = torch.load(tmp_path / "plain" / "final.ckpt", map_location="cpu", weights_only=True)
+    b = torch.load(out, map_location="cpu", weights_only=True)
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
+    for k in a["ema"]["shadow"]:
+        assert torch.equal(a["ema"]["shadow"][k], b["ema"]["shadow"][k]), k

@@ -11,7 +11,6 @@ import difflib
 import re
 from typing import Any
 
-import jsonschema
 import yaml
 
 # The sampler catalogue: which objectives each sampler applies to and its settings with their defaults
@@ -111,6 +110,8 @@ def check_config(config: dict, schema_path: str, source: str = "config") -> None
     """Raise ConfigError listing every schema violation and cross-key inconsistency."""
     with open(schema_path) as f:
         schema = yaml.safe_load(f)
+    import jsonschema  # here, not at the top: the training/sampling code imports this module on machines without it
+
     validator = jsonschema.Draft202012Validator(schema)
     problems = []
     for err in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path))):
@@ -126,7 +127,7 @@ def check_config(config: dict, schema_path: str, source: str = "config") -> None
         raise ConfigError(f"invalid {source}:\n  " + "\n  ".join(problems))
 
 
-def _unknown_keys(err: jsonschema.ValidationError) -> list[str]:
+def _unknown_keys(err: "jsonschema.ValidationError") -> list[str]:
     """One problem per key that `additionalProperties: false` rejects, with its full path, the keys the
     mapping takes and the closest one (a typo); [] for any other error."""
     schema = err.schema

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -24,9 +25,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from dlm.algos import get_method
-from dlm.data.dataset import PackedDataset, read_meta, verify_packed
+from dlm.data.dataset import PackedDataset, TrainOrder, read_meta, verify_packed
 from dlm.models.ema import EMA
-from dlm.utils import atomic_path, config_hash, sha256_file
+from dlm.resume import PREEMPTED_EXIT, Preempted, Preemption, dist_rank_world, gather_rng_states, set_rng_state
+from dlm.utils import config_hash, sha256_file
 
 log = logging.getLogger("dlm.train")
 
@@ -51,6 +53,12 @@ class LitMethod(L.LightningModule):
         self._val_nll, self._val_tokens = 0.0, 0
         self.run_label = "training run"  # set by `train`: named in errors
         self.ckpt_dir: Path | None = None
+
+    def on_fit_start(self):
+        # DDP: every rank starts from the same seed (identical initial weights); a fresh run then gives each
+        # rank its own stream, so the ranks' forward-process draws differ (a resumed run restores them instead)
+        if self.trainer.world_size > 1 and self.trainer.ckpt_path is None:
+            L.seed_everything(self.hparams.seed + 1_000_003 * self.trainer.global_rank, verbose=False)
 
     def training_step(self, batch, batch_idx):
         nll_sum, n = self.method.loss(batch, step=self.global_step)
@@ -116,10 +124,20 @@ class LitMethod(L.LightningModule):
     def on_save_checkpoint(self, checkpoint):
         if self.ema is not None:
             checkpoint["ema"] = self.ema.state_dict()
+        # every rank's RNG state (dropout and the forward-process draws use the global RNGs), so that a
+        # resumed run draws exactly what an uninterrupted one would have drawn after this step
+        checkpoint["rng_states"] = gather_rng_states()
 
     def on_load_checkpoint(self, checkpoint):
         if self.ema is not None and "ema" in checkpoint:
             self.ema.load_state_dict(checkpoint["ema"])
+        states = checkpoint.get("rng_states")
+        rank, world = dist_rank_world()
+        if states is not None and len(states) == world:
+            set_rng_state(states[rank])
+        elif states is not None:
+            log.warning("checkpoint holds RNG states of %d ranks, this run has %d: the random draws after the "
+                        "resume differ from an uninterrupted run", len(states), world)
 
 
 class StepLogger(L.Callback):
@@ -150,13 +168,15 @@ class StepLogger(L.Callback):
                      float(m["val/ppl"]))
 
 
-def loaders(data_dir: str, batch_size: int, seed: int) -> tuple[DataLoader, DataLoader]:
+def loaders(data_dir: str, batch_size: int, seed: int, start_batch: int = 0) -> tuple[DataLoader, DataLoader]:
+    """Train loader: the endless, resumable `TrainOrder` (from batch `start_batch` of this rank); valid: in order."""
     verify_packed(data_dir, ("train", "valid"))
     train_ds, valid_ds = PackedDataset(data_dir, "train"), PackedDataset(data_dir, "valid")
     if len(train_ds) < batch_size:
         raise ValueError(f"{data_dir}: train split has {len(train_ds)} blocks, fewer than batch_size={batch_size}")
-    g = torch.Generator().manual_seed(seed)
-    train = DataLoader(train_ds, batch_size=batch_size, shuffle=True, drop_last=True, generator=g)
+    order = TrainOrder(len(train_ds), batch_size, seed, start_batch)
+    # the loader's own base-seed draw comes from a private generator, never from the global RNG
+    train = DataLoader(train_ds, batch_size=batch_size, sampler=order, drop_last=True, generator=torch.Generator())
     valid = DataLoader(valid_ds, batch_size=batch_size, shuffle=False)
     return train, valid
 
@@ -208,7 +228,10 @@ def load_init_weights(module: LitMethod, path: str, weights: str = "ema") -> Non
 
 
 def train(data_dir: str, out_ckpt: str, run_dir: str, hp: dict, threads: int | None = None,
-          init_ckpt: str | None = None, init_weights: str = "ema") -> None:
+          init_ckpt: str | None = None, init_weights: str = "ema", callbacks: list | None = None) -> None:
+    """Train (or resume) one run and write `out_ckpt`. On SIGUSR1/SIGTERM it saves `last.ckpt` at the end of
+    the optimiser step in flight and exits with `PREEMPTED_EXIT` (dlm.resume); rerunning resumes exactly.
+    `callbacks`: extra Lightning callbacks (notebooks, tests)."""
     tr = resolve_trainer(hp)
     if threads:
         torch.set_num_threads(threads)
@@ -216,7 +239,6 @@ def train(data_dir: str, out_ckpt: str, run_dir: str, hp: dict, threads: int | N
     module = build_module(data_dir, hp)
     if init_ckpt is not None:
         load_init_weights(module, init_ckpt, init_weights)
-    train_dl, valid_dl = loaders(data_dir, tr["batch_size"], tr["seed"])
     gpu = torch.cuda.is_available()
     precision = tr["precision"] if tr["precision"] != "auto" else ("bf16-mixed" if gpu else "32-true")
     # resume only a run with the same settings and data: a changed config starts afresh
@@ -224,6 +246,10 @@ def train(data_dir: str, out_ckpt: str, run_dir: str, hp: dict, threads: int | N
     if init_ckpt is not None:  # a different starting checkpoint is a different run
         key["init"] = [sha256_file(init_ckpt), init_weights]
     ckpt_dir = Path(run_dir) / "checkpoints" / config_hash(key)
+    last = ckpt_dir / "last.ckpt"
+    done_steps = int(torch.load(last, map_location="cpu", weights_only=False)["global_step"]) if last.exists() else 0
+    # checkpoints are written at optimiser-step boundaries: each rank has consumed global_step x accumulate batches
+    train_dl, valid_dl = loaders(data_dir, tr["batch_size"], tr["seed"], start_batch=done_steps * tr["accumulate"])
     module.run_label, module.ckpt_dir = f"run {Path(run_dir).name!r}", ckpt_dir
     checkpointing = L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0,
                                                         every_n_train_steps=tr["ckpt_every"])
@@ -235,14 +261,21 @@ def train(data_dir: str, out_ckpt: str, run_dir: str, hp: dict, threads: int | N
         precision=precision, gradient_clip_val=tr["grad_clip"], accumulate_grad_batches=tr["accumulate"],
         val_check_interval=min(tr["val_every"], tr["max_steps"]), check_val_every_n_epoch=None,
         limit_val_batches=tr["val_batches"], num_sanity_val_steps=0, logger=False, default_root_dir=run_dir,
-        callbacks=[checkpointing, StepLogger(tr["log_every"], tokens_per_step)],
-        enable_progress_bar=sys.stderr.isatty(), enable_model_summary=False,
+        callbacks=[checkpointing, StepLogger(tr["log_every"], tokens_per_step), Preemption(last, tr["accumulate"]),
+                   *(callbacks or [])],
+        enable_progress_bar=sys.stderr.isatty(), enable_model_summary=False, use_distributed_sampler=False,
     )
-    last = ckpt_dir / "last.ckpt"
     if last.exists():
-        log.info("resuming from %s", last)
-    trainer.fit(module, train_dl, valid_dl, ckpt_path=str(last) if last.exists() else None)
+        log.info("resuming from %s (optimiser step %d, mid-epoch with the same data order)", last, done_steps)
+    try:
+        trainer.fit(module, train_dl, valid_dl, ckpt_path=str(last) if last.exists() else None)
+    except Preempted as e:
+        log.warning("%s: preempted (%s)", module.run_label, e)
+        raise SystemExit(PREEMPTED_EXIT) from None
+    # every rank takes part in building the checkpoint (RNG states are gathered); rank 0 writes it, then
+    # renames it into place, so the final checkpoint never exists half-written
+    partial = Path(out_ckpt).with_name(f".{Path(out_ckpt).name}.partial")
+    trainer.save_checkpoint(partial)
     if trainer.is_global_zero:
-        with atomic_path(out_ckpt) as tmp:
-            trainer.save_checkpoint(tmp)
+        os.replace(partial, out_ckpt)
         log.info("wrote %s", out_ckpt)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dlm.resume import dist_rank_world
 from dlm.utils import read_json, sha256_file
 
 _ROWS_PER_CHUNK = 1 << 14  # rows per step when scanning a whole split
@@ -132,3 +133,41 @@ def unigram_counts(data_dir: str | os.PathLike, split: str = "train") -> np.ndar
             raise ValueError(f"{ids_path} holds token id {c.size - 1} >= vocab_size {K}")
         counts += c
     return counts.astype(np.float64)
+
+
+class TrainOrder(torch.utils.data.Sampler):
+    """The training order as one endless stream over epochs that can restart at any batch.
+
+    Epoch e is a permutation of the n blocks from a generator seeded with `seed`, drawn exactly as
+    `DataLoader(shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(seed))` draws
+    them (per epoch one int64 for the loader's base seed, then `randperm` twice, the second for
+    RandomSampler's empty remainder), so a single-process run sees
+    the same batches as with a plain shuffled loader. Under DDP, rank r takes positions r, r + W, ... of
+    each permutation cut to a multiple of batch_size x W: the ranks see disjoint blocks and equally many
+    batches. `start_batch` skips that many of this rank's batches: a resumed run continues mid-epoch
+    with the exact order of a run that was never interrupted (`dlm.train` sets it to
+    global_step x accumulate from the checkpoint). Rank and world size are read when iteration starts,
+    after the DDP process group exists.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, start_batch: int = 0):
+        if n < batch_size:
+            raise ValueError(f"{n} training blocks are fewer than batch_size={batch_size}")
+        self.n, self.batch_size, self.seed, self.start_batch = n, batch_size, seed, start_batch
+
+    def __iter__(self):
+        rank, world = dist_rank_world()
+        per_rank = (self.n // (self.batch_size * world)) * self.batch_size  # samples per rank per epoch
+        if per_rank == 0:
+            raise ValueError(f"{self.n} training blocks cannot fill one batch of {self.batch_size} on each of "
+                             f"{world} ranks")
+        g = torch.Generator().manual_seed(self.seed)
+        skip = self.start_batch * self.batch_size
+        while True:
+            torch.empty((), dtype=torch.int64).random_(generator=g)  # the plain loader's base-seed draw
+            perm = torch.randperm(self.n, generator=g)  # (n,)
+            if skip >= per_rank:  # a whole epoch before the resume point
+                skip -= per_rank
+                continue
+            yield from perm[: per_rank * world][rank::world][skip:].tolist()
+            skip = 0

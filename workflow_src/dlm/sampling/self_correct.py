@@ -18,7 +18,9 @@ Works for any module with `denoise(z, t)` (gidd, mdlm, udlm, duo). Note that MDL
 x_theta one-hot on unmasked inputs, so MDLM samples converge at the first step, unchanged.
 
 Deviations: the initial accuracy (init_acc, computed on the input) and the first step share one network
-call (same z, same t0: the original called the network twice); float64 proposals with inverse-CDF draws.
+call (same z, same t0: the original called the network twice); the proposal is drawn exactly, in float64,
+but lazily (`tempered_proposal`): a position whose draw is certain to be its argmax (the uniform falls
+below a lower bound of the argmax's probability) costs no pass over the vocabulary.
 
 Returns {"tokens": (n, L), "nfe": batched network calls, "sc_steps_mean": correction steps per sequence
 (network evaluations in the loop, the discarded / converged one included), "sc_changes_mean": positions
@@ -30,7 +32,73 @@ from __future__ import annotations
 
 import torch
 
-from dlm.sampling.common import Conditioning, Denoiser, conditioning_or_none, sample_categorical
+from dlm.sampling.common import Conditioning, Denoiser, conditioning_or_none
+
+
+def _block_size(K: int, most: int = 64) -> int:
+    """The largest divisor of K that is at most `most` (K = 2048: 64; GPT-2's 50258: 26)."""
+    return max(b for b in range(1, min(K, most) + 1) if K % b == 0)
+
+
+def tempered_proposal(logp: torch.Tensor, z: torch.Tensor, fixed: torch.Tensor, temperature: float,
+                      generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One exact draw per position from p = softmax(logp / temperature) (step 2 above), lazily.
+
+    logp (m, L, K) log-probabilities; z (m, L) current tokens; fixed (m, L) positions that keep z.
+    Returns prop (m, L), prob (m, L) float64 = p(prop) wherever prop != z (0 where prop == z, where the
+    score needs no probability), and arg (m, L) = argmax logp.
+
+    Inverse CDF with the argmax first: with one uniform u, prop = argmax iff u < q = 1 / (1 + tail),
+    tail = sum_{k != argmax} w_k, w_k = exp((logp_k - max) / T); otherwise prop is drawn from the tail with
+    target (u - q)(1 + tail) in [0, tail). Since tail <= (K - 1) exp((second - max) / T), a position with
+    u (1 + that bound) < 1 draws the argmax for certain and costs no pass over K; the others, and those whose
+    argmax differs from z (their score needs q), get w (float32: each weight exact to 1e-7 relative, none
+    truncated above 1e-38) summed in blocks of B; the tail draw picks a block by the float64 cumulative sum of
+    the block sums, then a token by the float64 cumulative sum inside that block, so no token's mass is lost
+    to rounding (the reason for float64 draws). Same distribution as a float64 inverse-CDF draw over the
+    whole vocabulary (tests/test_samplers_uniform.py).
+    """
+    m, L, K = logp.shape
+    top2 = logp.topk(2, dim=-1)  # (m, L, 2)
+    best, arg = top2.values[..., 0], top2.indices[..., 0]  # (m, L)
+    u = torch.rand((m, L), dtype=torch.float64, device=logp.device, generator=generator)  # (m, L)
+    bound = (K - 1) * torch.exp((top2.values[..., 1].double() - best.double()) / temperature)  # >= tail
+    sure = u * (1 + bound) < 1  # u < 1 / (1 + bound) <= q
+    prop = torch.where(fixed, z, arg).view(-1)  # (m L,)
+    prob = torch.zeros(m * L, dtype=torch.float64, device=logp.device)
+    need = (~fixed & (~sure | (arg != z))).view(-1)  # (m L,)
+    r = int(need.sum())
+    if r == 0:
+        return prop.view(m, L), prob.view(m, L), arg
+    # few rows: gather them; many (an unsure model): work on all rows in place of a gathering copy
+    rows = need.nonzero().squeeze(-1) if 2 * r < m * L else torch.arange(m * L, device=logp.device)
+    r = rows.numel()
+    flat = logp.view(m * L, K)
+    lp = flat[rows] if r < m * L else flat  # (r, K)
+    B = _block_size(K)
+    w = (lp - best.view(-1)[rows][:, None]).mul_(1.0 / temperature).exp_()  # (r, K) float32, argmax = 1
+    w.scatter_(-1, arg.view(-1)[rows][:, None], 0.0)  # the tail's weights only
+    blocks = w.view(r, K // B, B).sum(-1).double()  # (r, K/B)
+    tail = blocks.sum(-1)  # (r,)
+    q = 1.0 / (1.0 + tail)
+    ur = u.view(-1)[rows]
+    chosen, p_chosen = arg.view(-1)[rows], q.clone()  # (r,)
+    t_rows = (ur >= q).nonzero().squeeze(-1)  # rows whose draw falls in the tail
+    if t_rows.numel():
+        target = ((ur[t_rows] - q[t_rows]) * (1.0 + tail[t_rows]))[:, None]  # (t, 1) in [0, tail)
+        bcdf = blocks[t_rows].cumsum(-1)  # (t, K/B)
+        bi = torch.searchsorted(bcdf, torch.minimum(target, bcdf[:, -1:] * (1 - 1e-12)), right=True)
+        bi = bi.clamp_max(K // B - 1)  # (t, 1)
+        rest = target - (bcdf.gather(-1, bi) - blocks[t_rows].gather(-1, bi))  # (t, 1) mass into the block
+        inner = w.view(r, K // B, B)[t_rows, bi.squeeze(-1)].double().cumsum(-1)  # (t, B)
+        j = torch.searchsorted(inner, torch.minimum(rest, inner[:, -1:] * (1 - 1e-12)), right=True)
+        idx = (bi * B + j.clamp_max(B - 1)).squeeze(-1)  # (t,)
+        chosen[t_rows] = idx
+        p_chosen[t_rows] = w[t_rows].gather(-1, idx[:, None]).squeeze(-1).double() * q[t_rows]  # w / (1 + tail)
+    keep = need[rows]  # (r,) the rows that were gathered only to avoid a copy keep their values
+    prop[rows[keep]] = chosen[keep]
+    prob[rows[keep]] = p_chosen[keep]
+    return prop.view(m, L), prob.view(m, L), arg
 
 
 @torch.no_grad()
@@ -67,12 +135,11 @@ def self_correct(module, tokens: torch.Tensor, generator: torch.Generator, cond:
         z_a, fixed = z[idx], cond.fixed[idx]  # (m, L)
         if i > 0:
             logp = x_theta.log_probs(z_a, t0)  # (m, L, K)
-        p = torch.softmax(logp.double() / temperature, dim=-1)  # (m, L, K) tempered
-        prop = torch.where(fixed, z_a, sample_categorical(p, generator))  # (m, L) proposals
-        score = (prop != z_a) * p.gather(-1, prop[..., None]).squeeze(-1)  # (m, L)
+        prop, prob, arg = tempered_proposal(logp, z_a, fixed, temperature, generator)  # (m, L) each
+        score = (prop != z_a) * prob  # (m, L)
         top = score.topk(k, dim=-1).indices  # (m, k)
         z_new = z_a.scatter(-1, top, prop.gather(-1, top))  # (m, L); zero-score picks change nothing
-        acc = (z_new == logp.argmax(-1)).double().mean(-1)  # (m,)
+        acc = (z_new == arg).double().mean(-1)  # (m,)
         n_steps[idx] += 1
         final_acc[idx] = acc
         if not early_stopping:
