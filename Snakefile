@@ -22,3 +22,7 @@ rule all:
     default_target: True
     input:
         all_targets(),
+
+
+localrules:
+    all,

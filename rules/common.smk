@@ -26,6 +26,16 @@ wildcard_constraints:
     seed=r"\d+",
 
 
+def by_attempt(base):
+    """A resource that grows with Snakemake's attempt (retries): base on the first, 2 x base on the second..."""
+    return lambda wildcards, attempt: base * attempt
+
+
+def run_gpus(wildcards):
+    """GPUs a training or distillation job asks for: the run's trainer.devices (DDP inside one job)."""
+    return int(resolve_run(config, wildcards.run).get("trainer", {}).get("devices", 1))
+
+
 def only(runs):
     """A wildcard constraint matching exactly these run names (none: matches nothing)."""
     return "|".join(re.escape(r) for r in runs) or "(?!)"

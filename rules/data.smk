@@ -28,6 +28,7 @@ rule tokenizer:
         directory("resources/tokenizers/{tokenizer}"),
     params:
         tokenizer=config["tokenizer"],
+    cache: "omit-software"  # between-workflow cache (--cache with SNAKEMAKE_OUTPUT_CACHE set): see README
     log:
         "logs/data/tokenizer_{tokenizer}.log",
     conda:

@@ -21,11 +21,15 @@ rule distill:
         "benchmarks/distill/{run}/round_{k}.tsv"
     threads: 2
     resources:
-        gpu=1,
-        mem_mb=16000,
-        runtime=1440,
+        gpu=run_gpus,
+        mem_mb=by_attempt(16000),
+        runtime=by_attempt(1440),
     script:
         "../workflow_src/dlm/scripts/distill.py"
+
+
+localrules:
+    distill_final,
 
 
 rule distill_final:

@@ -21,10 +21,14 @@ rule val_ppl:
     threads: 2
     resources:
         gpu=1,
-        mem_mb=8000,
-        runtime=240,
+        mem_mb=by_attempt(8000),
+        runtime=by_attempt(240),
     script:
         "../workflow_src/dlm/scripts/val_ppl.py"
+
+
+localrules:
+    unigram_ppl,
 
 
 rule unigram_ppl:
@@ -63,8 +67,8 @@ rule gen_ppl:
     threads: 2
     resources:
         gpu=1,
-        mem_mb=8000,
-        runtime=240,
+        mem_mb=by_attempt(8000),
+        runtime=by_attempt(240),
     script:
         "../workflow_src/dlm/scripts/gen_ppl.py"
 
@@ -89,7 +93,7 @@ rule gen_ppl_reference:
     threads: 2
     resources:
         gpu=1,
-        mem_mb=8000,
-        runtime=240,
+        mem_mb=by_attempt(8000),
+        runtime=by_attempt(240),
     script:
         "../workflow_src/dlm/scripts/gen_ppl.py"

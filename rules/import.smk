@@ -17,6 +17,7 @@ rule import_ckpt:
         n_heads=lambda w: config["runs"][w.run].get("n_heads"),
         algo_args=lambda w: config["runs"][w.run].get("algo_args", {}),
         use_ema=True,
+    cache: "omit-software"  # between-workflow cache (--cache with SNAKEMAKE_OUTPUT_CACHE set): see README
     log:
         "logs/import/{run}.log",
     conda:

@@ -8,12 +8,11 @@ rule integral:
         integral_path(),
     params:
         integral=config["integral"],
+    cache: "omit-software"  # between-workflow cache (--cache with SNAKEMAKE_OUTPUT_CACHE set): see README
     log:
         f"logs/integral/{tokenizer_id()}.log",
     conda:
         "../environment.yml"
-    benchmark:
-        f"benchmarks/integral/{tokenizer_id()}.tsv"
     resources:
         mem_mb=4000,
         runtime=30,

@@ -1,4 +1,14 @@
-# Paper tables (CSV, Markdown, booktabs LaTeX) and figures (PDF, PNG).
+# Paper tables (CSV, Markdown, booktabs LaTeX) and figures (PDF, PNG). All cheap: they run on the submitting
+# host, never as cluster jobs.
+
+
+localrules:
+    table_val_ppl,
+    table_duo_curriculum,
+    table_gidd_pu,
+    table_gen_ppl,
+    figure_gen_ppl,
+    table_sampler,
 
 
 rule table_val_ppl:

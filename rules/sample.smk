@@ -20,10 +20,14 @@ rule sample:
     threads: 2
     resources:
         gpu=1,
-        mem_mb=8000,
-        runtime=240,
+        mem_mb=by_attempt(8000),
+        runtime=by_attempt(240),
     script:
         "../workflow_src/dlm/scripts/sample.py"
+
+
+localrules:
+    heldout_text,
 
 
 rule heldout_text:

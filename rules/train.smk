@@ -18,8 +18,8 @@ rule train:
         "benchmarks/train/{run}.tsv"
     threads: 2
     resources:
-        gpu=1,
-        mem_mb=16000,
-        runtime=1440,
+        gpu=run_gpus,
+        mem_mb=by_attempt(16000),
+        runtime=by_attempt(1440),
     script:
         "../workflow_src/dlm/scripts/train.py"

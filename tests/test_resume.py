@@ -153,9 +153,16 @@ train(sys.argv[1], f"{sys.argv[2]}/final.ckpt", sys.argv[2], hp, threads=1, call
 """
 
 
-def test_ddp_on_two_cpu_processes_shards_the_data_and_saves_every_ranks_rng(tiny, tmp_path):
-    """The DDP code path (gloo on the CPU, Lightning's subprocess launcher, as under srun): accumulation
-    derived from the global batch, disjoint data per rank, one final checkpoint with both ranks' RNG states."""
+SLURM_ONE_TASK = {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "train", "SLURM_JOB_ID": "7", "SLURM_PROCID": "0",
+                  "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_NODELIST": "localhost", "SLURM_JOB_NUM_NODES": "1"}
+
+
+@pytest.mark.parametrize("env", [{}, SLURM_ONE_TASK], ids=["local", "one-slurm-task"])
+def test_ddp_on_two_cpu_processes_shards_the_data_and_saves_every_ranks_rng(tiny, tmp_path, env):
+    """The DDP code path (gloo on the CPU, Lightning's subprocess launcher): accumulation derived from the
+    global batch, disjoint data per rank, one final checkpoint with both ranks' RNG states. Also inside a
+    Slurm job of one task (as Snakemake's Slurm executor starts it), where Lightning must still start the
+    second rank itself instead of taking Slurm's one task as the world."""
     import json
     import subprocess
     import sys
@@ -163,7 +170,7 @@ def test_ddp_on_two_cpu_processes_shards_the_data_and_saves_every_ranks_rng(tiny
     script = tmp_path / "ddp_train.py"
     script.write_text(DDP_SCRIPT)
     res = subprocess.run([sys.executable, str(script), str(tiny), str(tmp_path)], capture_output=True, text=True,
-                         timeout=600)
+                         timeout=600, env={**os.environ, **env})
     assert res.returncode == 0, res.stderr[-4000:]
     recs = [json.loads((tmp_path / f"rows{r}.json").read_text()) for r in (0, 1)]
     assert [r["world"] for r in recs] == [2, 2] and [r["accumulate"] for r in recs] == [2, 2]  # 16 / (4 x 2)

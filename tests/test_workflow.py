@@ -19,8 +19,8 @@ SMOKE = str(ROOT / "config" / "smoke.yaml")
 SMOKE_PROFILE = ("--profile", str(ROOT / "profiles" / "smoke"))  # one thread per job, two jobs at a time
 
 
-def smk(*args, cwd=None, check=True):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+def smk(*args, cwd=None, check=True, env=None):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **(env or {})}
     res = subprocess.run([*SNAKEMAKE, *args], cwd=cwd or ROOT, capture_output=True, text=True, env=env)
     if check and res.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed ({res.returncode}):\n{res.stdout[-4000:]}\n"
@@ -106,6 +106,23 @@ def test_dry_run_slurm_profile_needs_no_cluster(tmp_path):
     assert "train" in job_counts(res.stdout)
 
 
+def test_between_workflow_cache_serves_tokenizer_and_integral(tmp_path):
+    """Tokenizers and integral caches are eligible for Snakemake's between-workflow cache: a second workflow
+    (another directory) with --cache takes them from SNAKEMAKE_OUTPUT_CACHE instead of computing them."""
+    env = {"SNAKEMAKE_OUTPUT_CACHE": str(tmp_path / "cache")}
+    (tmp_path / "cache").mkdir()
+    target = "resources/integral/kjv-smoke-bpe512_g-5.0_-1.0_n2000.npz"
+    first = smk("--cores", "2", "--cache", "--configfile", SMOKE, "--directory", str(tmp_path / "a"), target, env=env)
+    assert job_counts(first.stdout + first.stderr).get("integral") == 1
+    second = smk("--cores", "2", "--cache", "--configfile", SMOKE, "--directory", str(tmp_path / "b"), target,
+                 env=env)
+    log = second.stdout + second.stderr
+    assert f"output file {target} from cache" in log, log[-3000:]
+    assert "resources/tokenizers/kjv-smoke-bpe512/tokenizer.json from cache" in log, log[-3000:]
+    a, b = (tmp_path / d / target for d in ("a", "b"))
+    assert b.is_symlink() and a.read_bytes() == b.read_bytes()
+
+
 def test_invalid_config_stops_before_any_job(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(Path(SMOKE).read_text().replace("packing: wrap", "packing: wrapped"))
@@ -116,11 +133,18 @@ def test_invalid_config_stops_before_any_job(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
-@pytest.mark.e2e
-def test_smoke_run_end_to_end(tmp_path):
-    work = tmp_path / "work"
+@pytest.fixture(scope="module")
+def smoke_work(tmp_path_factory):
+    """One smoke run of the whole DAG, shared by the end-to-end and determinism tests."""
+    work = tmp_path_factory.mktemp("smoke") / "work"
     work.mkdir()
     smk(*SMOKE_PROFILE, "--configfile", SMOKE, "--directory", str(work))
+    return work
+
+
+@pytest.mark.e2e
+def test_smoke_run_end_to_end(smoke_work, tmp_path):
+    work = smoke_work
     res = work / "results"
     # tables: every run plus the unigram baseline; finite numbers
     val = pd.read_csv(res / "tables" / "val_ppl.csv")
@@ -231,3 +255,30 @@ def test_smoke_run_end_to_end(tmp_path):
     trained = json.loads((res / "eval" / "mdlm" / "val_ppl.json").read_text())
     assert imported["val_nll"] == trained["val_nll"]  # same weights, same seeded draws: the same bound
     assert imported["pass_nll"] == trained["pass_nll"]
+
+
+METRICS = ("val_nll", "val_ppl", "val_ppl_se", "pass_nll", "num_tokens", "gen_ppl", "entropy", "gen_ppl_before",
+           "entropy_before", "sc_steps_mean", "sc_changes_mean")
+
+
+@pytest.mark.e2e
+def test_two_smoke_runs_in_fresh_copies_give_identical_metrics(smoke_work, tmp_path):
+    """Determinism: the same config and seeds on the same machine give the same val PPL, gen PPL, entropy and
+    samples, bit for bit, in a second run in a fresh directory (MAUVE is not in the pipeline yet)."""
+    second = tmp_path / "work"
+    second.mkdir()
+    smk(*SMOKE_PROFILE, "--configfile", SMOKE, "--directory", str(second))
+    files = sorted(p.relative_to(second) for p in (second / "results" / "eval").rglob("*.json"))
+    assert len(files) > 20
+    compared = 0
+    for rel in files:
+        a, b = (json.loads((w / rel).read_text()) for w in (smoke_work, second))
+        for key in METRICS:
+            if key in b:
+                assert a.get(key) == b[key], (str(rel), key, a.get(key), b[key])
+                compared += 1
+    assert compared > 40
+    for path in sorted((second / "results" / "samples").rglob("*.jsonl")):
+        rel = path.relative_to(second)
+        rows = [[json.loads(x)["tokens"] for x in (w / rel).read_text().splitlines()] for w in (smoke_work, second)]
+        assert rows[0] == rows[1], str(rel)

@@ -227,6 +227,21 @@ def load_init_weights(module: LitMethod, path: str, weights: str = "ema") -> Non
     log.info("initialised from %s (%s weights)", path, weights if "ema" in ckpt else "raw")
 
 
+def cluster_plugins(tr: dict) -> list:
+    """Lightning's cluster environment. Under Slurm with one task per rank (srun, ntasks = devices x nodes):
+    Slurm's, without Lightning's auto-requeue (the job exits 75 on a signal and Snakemake retries it, which
+    resumes); a single Slurm task that is to drive several devices (Snakemake's Slurm executor starts one):
+    Lightning's own launcher, which starts the other ranks itself. Outside Slurm: Lightning's default."""
+    from lightning.pytorch.plugins.environments import LightningEnvironment, SLURMEnvironment
+
+    if not SLURMEnvironment.detect():
+        return []
+    world = int(tr["devices"]) * int(tr["num_nodes"])
+    if int(os.environ.get("SLURM_NTASKS", "1")) == world:
+        return [SLURMEnvironment(auto_requeue=False)]
+    return [LightningEnvironment()]
+
+
 def train(data_dir: str, out_ckpt: str, run_dir: str, hp: dict, threads: int | None = None,
           init_ckpt: str | None = None, init_weights: str = "ema", callbacks: list | None = None) -> None:
     """Train (or resume) one run and write `out_ckpt`. On SIGUSR1/SIGTERM it saves `last.ckpt` at the end of
@@ -257,7 +272,7 @@ def train(data_dir: str, out_ckpt: str, run_dir: str, hp: dict, threads: int | N
                        * int(tr["num_nodes"]))
     trainer = L.Trainer(
         max_steps=tr["max_steps"], accelerator="auto", devices=tr["devices"], num_nodes=tr["num_nodes"],
-        strategy=tr["strategy"],
+        strategy=tr["strategy"], plugins=cluster_plugins(tr),
         precision=precision, gradient_clip_val=tr["grad_clip"], accumulate_grad_batches=tr["accumulate"],
         val_check_interval=min(tr["val_every"], tr["max_steps"]), check_val_every_n_epoch=None,
         limit_val_batches=tr["val_batches"], num_sanity_val_steps=0, logger=False, default_root_dir=run_dir,
