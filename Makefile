@@ -16,9 +16,11 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: setup
+	$(PY) -m dlm.cli unlock-stale   # a killed earlier run left its locks: the rerun completes it
 	$(VENV)/bin/snakemake --profile profiles/local --cores $(CORES)
 
 smoke: setup
+	$(PY) -m dlm.cli unlock-stale
 	$(VENV)/bin/snakemake --profile profiles/smoke --configfile config/smoke.yaml
 
 test: setup

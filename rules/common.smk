@@ -1,6 +1,8 @@
 # Helpers, input functions and wildcard constraints. The only .smk file with Python functions.
+import json
 import os
 import re
+import sys
 
 from dlm.config import apply_defaults, check_config, resolve_run, resolve_variant
 
@@ -16,6 +18,17 @@ RUNS = sorted(config["runs"])
 IMPORTED = sorted(r for r in RUNS if config["runs"][r].get("import"))
 DISTILLED = sorted(r for r in RUNS if config["runs"][r].get("distill"))
 TRAINED = sorted(r for r in RUNS if r not in IMPORTED and r not in DISTILLED)
+
+
+def srun_launched(run):
+    """Whether the run's ranks start as srun tasks (trainer.launch; auto: srun when num_nodes > 1)."""
+    tr = resolve_run(config, run).get("trainer", {})
+    launch = tr.get("launch", "auto")
+    return launch == "srun" or (launch == "auto" and int(tr.get("num_nodes", 1)) > 1)
+
+
+SRUN_TRAINED = [r for r in TRAINED if srun_launched(r)]
+ONE_TASK_TRAINED = [r for r in TRAINED if r not in SRUN_TRAINED]
 
 
 wildcard_constraints:
@@ -34,6 +47,32 @@ def by_attempt(base):
 def run_gpus(wildcards):
     """GPUs a training or distillation job asks for: the run's trainer.devices (DDP inside one job)."""
     return int(resolve_run(config, wildcards.run).get("trainer", {}).get("devices", 1))
+
+
+def run_trainer(wildcards):
+    return resolve_run(config, wildcards.run).get("trainer", {})
+
+
+def srun_tasks(wildcards):
+    """Slurm task geometry of an srun-launched run: one task per device on each node."""
+    tr = run_trainer(wildcards)
+    devices, nodes = int(tr.get("devices", 1)), int(tr.get("num_nodes", 1))
+    return {"nodes": nodes, "devices": devices, "world": devices * nodes}
+
+
+def srun_launcher(wildcards):
+    """srun with the task geometry spelled out (Snakemake's job step does not pass the allocation's on)."""
+    g = srun_tasks(wildcards)
+    return f"srun --nodes={g['nodes']} --ntasks={g['world']} --ntasks-per-node={g['devices']}"
+
+
+def train_hp_json(wildcards, input):
+    """The run's resolved settings for `dlm train --hp` (the integral cache is passed as --integral)."""
+    return json.dumps(resolve_run(config, wildcards.run))
+
+
+def integral_arg(wildcards, input):
+    return f"--integral {input.integral}" if "integral" in input.keys() else ""
 
 
 def only(runs):

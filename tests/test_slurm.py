@@ -1,6 +1,7 @@
 """The Slurm profile for real: a single-node Slurm cluster (see .ci/slurm-up.sh, which CI runs first)
 executes one model's chain of the smoke config as Slurm jobs, GPU rules included (fake gres GPU)."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -110,3 +111,74 @@ def test_training_job_preempted_twice_on_slurm_resumes_to_the_uninterrupted_weig
         assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
     for k in a["ema"]["shadow"]:
         assert torch.equal(a["ema"]["shadow"][k], b["ema"]["shadow"][k]), k
+
+
+FAKE_SBATCH = """#!/bin/sh
+printf '%s\\n' "$@" >> "$FAKE_SBATCH_ARGS"
+echo ==== >> "$FAKE_SBATCH_ARGS"
+echo "sbatch: error: fake sbatch of the submission test" >&2
+exit 1
+"""
+
+
+def test_submission_of_a_two_node_four_gpu_run(tmp_path):
+    """What the Slurm profile submits for a 2-node x 4-GPU run (trainer.devices 4, num_nodes 2): one job of
+    2 nodes with 4 tasks and 4 GPUs per node, whose command starts the ranks with srun; and on each retry
+    more memory and runtime. A fake sbatch records the submissions (no cluster needed beyond the plugin)."""
+    work = tmp_path / "work"
+    smk_env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    base = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--configfile",
+            str(ROOT / "config" / "smoke.yaml")]
+    subprocess.run([*base, "--cores", "2", "--directory", str(work), "results/data/kjv-smoke/packed"],
+                   check=True, capture_output=True, env=smk_env)
+    overlay = tmp_path / "two_nodes.yaml"
+    overlay.write_text("runs:\n  ar: {algo: ar, trainer: {devices: 4, num_nodes: 2, strategy: ddp}}\n")
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "sbatch").write_text(FAKE_SBATCH)
+    (fake / "sbatch").chmod(0o755)
+    args = tmp_path / "sbatch_args.txt"
+    env = {**smk_env, "PATH": f"{fake}:{os.environ['PATH']}", "FAKE_SBATCH_ARGS": str(args)}
+    res = subprocess.run([*base, str(overlay), "--profile", str(ROOT / "profiles" / "slurm"), "--directory",
+                          str(work), "results/models/ar/final.ckpt"], capture_output=True, text=True, env=env,
+                         timeout=300)
+    log = res.stdout + res.stderr
+    assert res.returncode != 0 and args.exists(), log[-3000:]
+    subs = [s.split("\n") for s in args.read_text().split("====\n") if s.strip()]
+    assert len(subs) == 4, log[-3000:]  # the first submission and 3 retries (profile: retries 3)
+    first, last = subs[0], subs[-1]
+    for flag in ("--nodes=2", "--ntasks-per-node=4", "--gres=gpu:4", "--signal=TERM@180"):
+        assert flag in first, (flag, first)
+    assert "rule_train_srun_wildcards_ar" in first
+    t, mem = first[first.index("-t") + 1], first[first.index("--mem") + 1]
+    assert (t, mem) == ("1440", "16000")
+    assert (last[last.index("-t") + 1], last[last.index("--mem") + 1]) == ("5760", "64000")  # attempt 4
+    # the job's command starts one rank per task with srun, with the run's devices and nodes
+    assert "srun " in log and '"devices": 4, "num_nodes": 2' in log
+
+
+@pytest.mark.slurm
+@pytest.mark.skipif(not slurm_up(), reason="no Slurm cluster answers (run .ci/slurm-up.sh as root to start one)")
+def test_srun_launched_ddp_run_trains_as_one_job_of_two_tasks(tmp_path):
+    """trainer.launch: srun through the Slurm profile: one job of 2 tasks, srun starts both ranks (gloo on the
+    CPU here), Lightning takes Slurm's ranks, and the final checkpoint carries both ranks' RNG states."""
+    import torch
+
+    overlay = tmp_path / "srun.yaml"
+    overlay.write_text("runs:\n  ar: {algo: ar, trainer: {devices: 2, launch: srun, strategy: ddp, max_steps: 8, "
+                       "batch_size: 8}}\n")
+    work = tmp_path / "work"
+    res = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--profile",
+                          str(ROOT / "profiles" / "slurm"), "--configfile", str(ROOT / "config" / "smoke.yaml"),
+                          str(overlay), "--set-resources", "train_srun:gres=gpu:1",  # the test cluster has one
+                          "--directory", str(work), "results/models/ar/final.ckpt"],
+                         capture_output=True, text=True, timeout=1200)
+    log = res.stdout + res.stderr
+    assert res.returncode == 0, log[-5000:]
+    assert "slurm_logs/rule_train_srun/" in log
+    logs = work / "logs" / "train"
+    assert "GLOBAL_RANK: 0, MEMBER: 1/2" in (logs / "ar.log").read_text()  # rank 0 writes the rule's log,
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in (logs / "ar.log.rank1").read_text()  # rank 1 its own beside it
+    assert "ranks are Slurm tasks: task 1 of 2" in (logs / "ar.log.rank1").read_text()  # started by srun
+    ckpt = torch.load(work / "results" / "models" / "ar" / "final.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 8 and len(ckpt["rng_states"]) == 2

@@ -282,3 +282,63 @@ def test_two_smoke_runs_in_fresh_copies_give_identical_metrics(smoke_work, tmp_p
         rel = path.relative_to(second)
         rows = [[json.loads(x)["tokens"] for x in (w / rel).read_text().splitlines()] for w in (smoke_work, second)]
         assert rows[0] == rows[1], str(rel)
+
+
+def _train_overlay(tmp_path, steps: int):
+    overlay = tmp_path / "train.yaml"
+    overlay.write_text(f"runs:\n  mdlm: {{algo: mdlm, trainer: {{max_steps: {steps}, log_every: 1, ckpt_every: 20}}}}\n")
+    return overlay
+
+
+def test_killed_snakemake_leaves_a_state_the_next_invocation_completes(tmp_path):
+    """SIGKILL to Snakemake and its jobs mid-training leaves locks and an incomplete marker; `make run` / `make
+    smoke` first call `dlm unlock-stale` (which keeps the locks while a Snakemake still works there), and the
+    next invocation completes, training resuming from its last checkpoint."""
+    import signal
+
+    overlay, work = _train_overlay(tmp_path, 400), tmp_path / "work"
+    args = [*SMOKE_PROFILE, "--configfile", SMOKE, str(overlay), "--directory", str(work),
+            "results/models/mdlm/final.ckpt"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([*SNAKEMAKE, *args], cwd=ROOT, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = work / "logs" / "train" / "mdlm.log"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (log.exists() and log.read_text().count(" loss ") >= 45):
+        time.sleep(0.3)
+    unlock = [sys.executable, "-m", "dlm.cli", "unlock-stale", "--directory", str(work)]
+    live = subprocess.run(unlock, capture_output=True, text=True, check=True).stdout
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert "no stale Snakemake locks" in live  # a live Snakemake's locks are kept
+    assert list((work / ".snakemake" / "locks").glob("*.lock")), "the killed Snakemake left no locks?"
+    refused = smk(*args, check=False)
+    assert refused.returncode != 0 and "cannot be locked" in refused.stdout + refused.stderr
+    assert "removed" in subprocess.run(unlock, capture_output=True, text=True, check=True).stdout
+    smk(*args)
+    assert "resuming from" in log.read_text()
+    import torch
+
+    assert torch.load(work / "results" / "models" / "mdlm" / "final.ckpt", weights_only=True)["global_step"] == 400
+
+
+def test_full_disk_fails_the_job_cleanly_and_the_rerun_completes(tmp_path):
+    """A job that cannot write (here: a file-size limit, as a full disk gives ENOSPC) fails with the OS error
+    in its log, leaves no output that looks complete and loses nothing produced before; the rerun completes
+    without redoing the data steps."""
+    overlay, work = _train_overlay(tmp_path, 40), tmp_path / "work"
+    args = [*SMOKE_PROFILE, "--configfile", SMOKE, str(overlay), "--directory", str(work),
+            "results/models/mdlm/final.ckpt"]
+    limited = subprocess.run(["bash", "-c", 'ulimit -f 1500; exec "$@"', "bash", *SNAKEMAKE, *args], cwd=ROOT,
+                             capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert limited.returncode != 0
+    assert "File too large" in (work / "logs" / "train" / "mdlm.log").read_text()
+    assert not (work / "results" / "models" / "mdlm" / "final.ckpt").exists()
+    leftovers = [p for p in (work / "results" / "models").rglob("*") if p.is_file()]
+    assert not leftovers, leftovers  # no partial checkpoint anywhere
+    packed = work / "results" / "data" / "kjv-smoke" / "packed" / "meta.json"
+    assert packed.exists()
+    counts = job_counts(smk("-n", *args).stdout)
+    assert counts == {"train": 1}, counts  # the data steps are intact: only the failed job reruns
+    smk(*args)
+    assert (work / "results" / "models" / "mdlm" / "final.ckpt").exists()

@@ -46,8 +46,15 @@ def cmd_train(a: argparse.Namespace) -> None:
 
     from dlm.train import train
 
-    with open(a.run_config) as f:
-        hp = yaml.safe_load(f)
+    if (a.run_config is None) == (a.hp is None):
+        raise SystemExit("dlm train: give exactly one of --run-config FILE and --hp JSON")
+    if a.run_config is not None:
+        with open(a.run_config) as f:
+            hp = yaml.safe_load(f)
+    else:
+        hp = json.loads(a.hp)
+    if a.integral:  # DUO curriculum: the cached Gaussian-to-discrete transformation
+        hp["algo_args"] = {**hp.get("algo_args", {}), "integral_path": a.integral}
     train(a.data, a.out, a.run_dir or str(Path(a.out).parent), hp, threads=a.threads)
 
 
@@ -103,6 +110,16 @@ def cmd_import(a: argparse.Namespace) -> None:
           f"(tokenizer {res['tokenizer']} -> {res['tokenizer_dir']})")
 
 
+def cmd_unlock_stale(a: argparse.Namespace) -> None:
+    from dlm.utils import stale_snakemake_locks
+
+    locks = stale_snakemake_locks(a.directory)
+    for lock in locks:
+        lock.unlink()
+    print(f"removed {len(locks)} stale Snakemake lock file(s) in {a.directory}" if locks else
+          f"no stale Snakemake locks in {a.directory}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dlm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--log", help="write logs to this file instead of stderr")
@@ -136,7 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("train", help="train one run (resumes from RUN_DIR/checkpoints/last.ckpt)")
     s.add_argument("--data", required=True, help="packed data dir (with meta.json)")
-    s.add_argument("--run-config", required=True, help="YAML of the run: algo, model, noise, optim, trainer")
+    s.add_argument("--run-config", default=None, help="YAML of the run: algo, model, noise, optim, trainer")
+    s.add_argument("--hp", default=None, help="the run's settings as JSON, instead of --run-config")
+    s.add_argument("--integral", default=None, help="DUO curriculum: the integral cache (.npz) of the `integral` rule")
     s.add_argument("--out", required=True, help="final checkpoint path")
     s.add_argument("--run-dir", default=None, help="where checkpoints/ goes (default: the --out directory)")
     s.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -196,6 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--algo-arg", action="append", metavar="KEY=VALUE",
                    help="constructor argument of the method (YAML value), e.g. p_uniform=0.1; repeatable")
     s.set_defaults(func=cmd_import)
+
+    s = sub.add_parser("unlock-stale", help="remove the locks a killed Snakemake left behind (none while a "
+                                            "Snakemake or its jobs still work in the directory)")
+    s.add_argument("--directory", default=".", help="the workflow's working directory (default: .)")
+    s.set_defaults(func=cmd_unlock_stale)
     return p
 
 

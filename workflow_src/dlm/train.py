@@ -34,7 +34,7 @@ log = logging.getLogger("dlm.train")
 
 TRAINER_DEFAULTS = dict(max_steps=1000, batch_size=32, accumulate=1, global_batch_size=None, val_every=500,
                         val_batches=16, ckpt_every=200, log_every=50, ema=0.9999, seed=1, precision="auto",
-                        grad_clip=1.0, devices=1, num_nodes=1, strategy="auto")
+                        grad_clip=1.0, devices=1, num_nodes=1, strategy="auto", launch="auto")
 OPTIM_DEFAULTS = dict(lr=3e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, warmup_steps=2500,
                       lr_schedule="constant", min_lr_ratio=0.1)
 
@@ -237,8 +237,11 @@ def cluster_plugins(tr: dict) -> list:
     if not SLURMEnvironment.detect():
         return []
     world = int(tr["devices"]) * int(tr["num_nodes"])
-    if int(os.environ.get("SLURM_NTASKS", "1")) == world:
+    ntasks = int(os.environ.get("SLURM_NTASKS", "1"))
+    if ntasks == world:
+        log.info("ranks are Slurm tasks: task %s of %d", os.environ.get("SLURM_PROCID", "?"), ntasks)
         return [SLURMEnvironment(auto_requeue=False)]
+    log.info("one Slurm task for %d ranks: Lightning starts the other ranks", world)
     return [LightningEnvironment()]
 
 

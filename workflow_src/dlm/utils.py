@@ -106,11 +106,19 @@ def provenance(settings: Any) -> dict[str, Any]:
 
 
 def setup_logging(log_path: str | os.PathLike | None = None) -> None:
-    """Send logging (INFO) and stderr to `log_path` (Snakemake's `log:`), line-buffered."""
+    """Send logging (INFO) and stderr to `log_path` (Snakemake's `log:`), line-buffered. DDP ranks other than
+    0 (Slurm tasks under srun: SLURM_PROCID; processes started by Lightning's launcher: LOCAL_RANK) write
+    `log_path.rank<N>` beside it instead of overwriting it."""
     import logging
     import sys
 
     if log_path is not None:
+        if int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+            rank = int(os.environ.get("SLURM_PROCID", "0"))
+        else:
+            rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if rank > 0:
+            log_path = f"{log_path}.rank{rank}"
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         sys.stderr = open(log_path, "w", buffering=1)
         sys.stdout = sys.stderr  # library chatter (Lightning, tqdm) belongs in the job's log too
@@ -147,3 +155,32 @@ def setup_job(log_path: str | os.PathLike | None, threads: int | None = None) ->
         import torch
 
         torch.set_num_threads(int(threads))
+
+
+def stale_snakemake_locks(directory: str | os.PathLike = ".") -> list[Path]:
+    """Snakemake's lock files in `directory`/.snakemake/locks when no live process works in that directory
+    (a Snakemake or one of its jobs: a command line naming snakemake, whose --directory/-d or, failing that,
+    working directory is `directory`); [] when there are none or a live one holds them. A Snakemake killed
+    with SIGKILL (or by a full disk, an OOM killer, a lost node) leaves its locks behind, and the next
+    invocation would refuse to start ("Directory cannot be locked")."""
+    locks = sorted((Path(directory) / ".snakemake" / "locks").glob("*.lock"))
+    if not locks:
+        return []
+    target = Path(directory).resolve()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            args = [a.decode(errors="replace") for a in (proc / "cmdline").read_bytes().split(b"\0") if a]
+            cwd = Path(os.readlink(proc / "cwd"))
+        except OSError:
+            continue
+        if not any("snakemake" in a for a in args):
+            continue
+        workdir = cwd
+        for flag in ("--directory", "-d"):
+            if flag in args[:-1]:
+                workdir = cwd / args[args.index(flag) + 1]
+        if workdir.resolve() == target:
+            return []
+    return locks
