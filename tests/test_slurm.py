@@ -1,15 +1,21 @@
-"""The Slurm profile for real: a single-node Slurm cluster (see .ci/slurm-up.sh, which CI runs first)
-executes one model's chain of the smoke config as Slurm jobs, GPU rules included (fake gres GPU)."""
+"""The Slurm profile for real on a single-node Slurm cluster (.ci/slurm-up.sh, started by the session fixture
+below where none answers): one model's chain of the smoke config as Slurm jobs with GPU requests (fake gres
+GPU), preemption of a real training job, an srun-launched two-task run, and the 2-node x 4-GPU submission."""
 
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+DAEMONS = ("munged", "slurmctld", "slurmd")
+GPU_RULES = ("train", "sample", "val_ppl", "gen_ppl")
 
 
 def slurm_up() -> bool:
@@ -22,9 +28,58 @@ def slurm_up() -> bool:
     return any(state in out for state in ("idle", "mixed", "allocated"))
 
 
+def _pids(name: str) -> set[int]:
+    out = subprocess.run(["pgrep", "-x", name], capture_output=True, text=True).stdout
+    return {int(p) for p in out.split()}
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A Slurm cluster that answers. One already running is used and left alone; otherwise, as root, this
+    starts one with .ci/slurm-up.sh (Debian packages) and at the end stops, by PID, every daemon it started.
+    Skips, saying why, where neither works (not root, no apt, the daemons do not come up)."""
+    if slurm_up():
+        yield "already running"
+        return
+    if os.geteuid() != 0:
+        pytest.skip("no Slurm cluster answers, and starting one (apt packages, daemons) needs root")
+    if shutil.which("slurmctld") is None and shutil.which("apt-get") is None:
+        pytest.skip("no Slurm cluster answers, and neither Slurm nor apt-get (to install it) is here")
+    before = {d: _pids(d) for d in DAEMONS}
+    res = subprocess.run(["bash", str(ROOT / ".ci" / "slurm-up.sh")], capture_output=True, text=True, timeout=600)
+    started = sorted(p for d in DAEMONS for p in _pids(d) - before[d])
+    if res.returncode != 0 or not slurm_up():
+        _stop(started)
+        pytest.skip(f"could not start a local Slurm cluster: {(res.stdout + res.stderr)[-400:]}")
+    yield f"started (PIDs {started})"
+    _stop(started)
+    assert not any(Path(f"/proc/{p}").exists() for p in started), "a Slurm daemon this session started still runs"
+
+
+def _stop(pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.time() + 30
+    while time.time() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
+        time.sleep(0.5)
+    for pid in pids:
+        if Path(f"/proc/{pid}").exists():
+            os.kill(pid, signal.SIGKILL)
+
+
+def submitted_jobs(log: str) -> dict[str, list[str]]:
+    """rule -> the Slurm job ids Snakemake submitted for it (from the executor's log lines)."""
+    jobs: dict[str, list[str]] = {}
+    for jobid, rule in re.findall(r"submitted with SLURM jobid (\d+) \(log: \S*slurm_logs/rule_(\w+)/", log):
+        jobs.setdefault(rule, []).append(jobid)
+    return jobs
+
+
 @pytest.mark.slurm
-@pytest.mark.skipif(not slurm_up(), reason="no Slurm cluster answers (run .ci/slurm-up.sh as root to start one)")
-def test_smoke_chain_runs_as_slurm_jobs(tmp_path):
+def test_smoke_chain_runs_as_slurm_jobs(slurm_cluster, tmp_path):
     overlay = tmp_path / "one_run.yaml"
     overlay.write_text("evaluation: {judge: ar}\n"
                        "sampling: {plan: [{run: ar, sampler: ar, steps: [31]}]}\n")
@@ -35,16 +90,19 @@ def test_smoke_chain_runs_as_slurm_jobs(tmp_path):
                          capture_output=True, text=True, timeout=1200)
     log = res.stdout + res.stderr
     assert res.returncode == 0, log[-5000:]
+    jobs = submitted_jobs(log)
     for rule in ("corpus", "pack", "train", "sample", "gen_ppl", "val_ppl"):
-        assert f"slurm_logs/rule_{rule}/" in log, f"rule {rule} was not submitted to Slurm"
+        assert jobs.get(rule), f"rule {rule} was not submitted to Slurm"
+    for rule, ids in jobs.items():  # the GPU rules asked Slurm for a GPU, the others did not
+        for jobid in ids:
+            shown = subprocess.run(["scontrol", "show", "job", jobid], capture_output=True, text=True).stdout
+            assert ("gres:gpu" in shown or "gres/gpu" in shown) == (rule in GPU_RULES), (rule, shown)
     for t in targets:
         assert (tmp_path / "work" / t).exists()
 
 
 def _wait_job(job: str, timeout: float = 300) -> str:
     """Wait until Slurm job `job` has left the queue; its final 'State ExitCode' from scontrol."""
-    import time
-
     deadline = time.time() + timeout
     while time.time() < deadline:
         out = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
@@ -57,13 +115,10 @@ def _wait_job(job: str, timeout: float = 300) -> str:
 
 
 @pytest.mark.slurm
-@pytest.mark.skipif(not slurm_up(), reason="no Slurm cluster answers (run .ci/slurm-up.sh as root to start one)")
-def test_training_job_preempted_twice_on_slurm_resumes_to_the_uninterrupted_weights(packed, tmp_path):
+def test_training_job_preempted_twice_on_slurm_resumes_to_the_uninterrupted_weights(slurm_cluster, packed, tmp_path):
     """A real Slurm training job gets SIGUSR1 (`scancel --signal=USR1`, what `--signal` sends before a time
     limit), saves and exits 75; resubmitted, it gets SIGTERM (`scancel --full`, as at preemption), saves and exits;
     the third job finishes. The weights equal those of a run that was never interrupted."""
-    import time
-
     import torch
     import yaml
 
@@ -121,7 +176,8 @@ exit 1
 """
 
 
-def test_submission_of_a_two_node_four_gpu_run(tmp_path):
+@pytest.mark.slurm
+def test_submission_of_a_two_node_four_gpu_run(slurm_cluster, tmp_path):
     """What the Slurm profile submits for a 2-node x 4-GPU run (trainer.devices 4, num_nodes 2): one job of
     2 nodes with 4 tasks and 4 GPUs per node, whose command starts the ranks with srun; and on each retry
     more memory and runtime. A fake sbatch records the submissions (no cluster needed beyond the plugin)."""
@@ -158,8 +214,7 @@ def test_submission_of_a_two_node_four_gpu_run(tmp_path):
 
 
 @pytest.mark.slurm
-@pytest.mark.skipif(not slurm_up(), reason="no Slurm cluster answers (run .ci/slurm-up.sh as root to start one)")
-def test_srun_launched_ddp_run_trains_as_one_job_of_two_tasks(tmp_path):
+def test_srun_launched_ddp_run_trains_as_one_job_of_two_tasks(slurm_cluster, tmp_path):
     """trainer.launch: srun through the Slurm profile: one job of 2 tasks, srun starts both ranks (gloo on the
     CPU here), Lightning takes Slurm's ranks, and the final checkpoint carries both ranks' RNG states."""
     import torch
