@@ -1,5 +1,5 @@
 # Two entry points, each of which sets itself up (a pinned venv in .venv) first:
-#   make run    - the embedded default end to end (Snakemake, 2 cores, offline, ~55 min)
+#   make run    - the embedded default end to end (Snakemake, 2 cores, offline, 28-55 min by host)
 #   make test   - the test suite (unit tests + a smoke run of the whole DAG)
 VENV ?= .venv
 PY := $(VENV)/bin/python
