@@ -7,6 +7,9 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+report: "workflow_src/dlm/report/captions/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/integral.smk"
@@ -15,6 +18,8 @@ include: "rules/import.smk"
 include: "rules/distill.smk"
 include: "rules/sample.smk"
 include: "rules/evaluate.smk"
+include: "rules/zero_shot.smk"
+include: "rules/mauve.smk"
 include: "rules/report.smk"
 
 

@@ -4,13 +4,15 @@ import os
 import re
 import sys
 
-from dlm.config import apply_defaults, check_config, resolve_run, resolve_variant
+from dlm.config import apply_defaults, check_config, expand_seeds, resolve_run, resolve_variant
 
 # validate against config/schema.yaml before anything runs (errors name key, value and expectation),
 # then fill the schema defaults (run entries inherit train_defaults instead; see dlm.config)
 SCHEMA = os.path.join(workflow.basedir, "config", "schema.yaml")
 check_config(config, SCHEMA)
 apply_defaults(config, SCHEMA)
+# trainer.seeds: one run per training seed (NAME, NAME_s2, ...); SEED_GROUP maps each run to its config entry
+SEED_GROUP = expand_seeds(config)
 
 
 CORPUS = config["corpus"]["name"]
@@ -138,6 +140,10 @@ def last_round(wildcards):
     return f"results/models/{wildcards.run}/round_{config['runs'][wildcards.run]['distill']['rounds']}.ckpt"
 
 
+# the papers' published numbers, shown beside ours in the tables of a paper config (dlm.report.paper_values)
+PAPER_VALUES = config["evaluation"]["paper_values"] or os.path.join(workflow.basedir, "config", "paper_values.yaml")
+
+
 def judge_is_run():
     return config["evaluation"]["judge"] in config["runs"]
 
@@ -212,6 +218,52 @@ def gen_jsons_for(table):
             if keep(*job_settings((r, s, t, seed)))]
 
 
+def plain_jobs():
+    """The planned unconditional, not self-corrected sample files (the papers' protocol: MAUVE, the frontier)."""
+    return [job for job in sample_jobs() if _plain(job_settings(job)[1])]
+
+
+def mauve_jsons():
+    """MAUVE JSONs of the plain sample files (`plain_jobs`)."""
+    return [f"results/eval/{r}/mauve_{s}_T{t}_s{seed}.json" for r, s, t, seed in plain_jobs()]
+
+
+def mauve_jsons_for(table):
+    """The MAUVE JSONs matching the gen-PPL JSONs that `table` reads (the ReMDM table shows MAUVE; others none)."""
+    if table != "remdm":
+        return []
+    keep = SAMPLER_TABLES[table]
+    return [f"results/eval/{r}/mauve_{s}_T{t}_s{seed}.json" for r, s, t, seed in sample_jobs()
+            if keep(*job_settings((r, s, t, seed)))]
+
+
+PAPER_SAMPLER_TABLES = ("distill", "remdm")  # sampler tables with the papers' values beside ours
+
+
+def sampler_table_options(wildcards):
+    return {"dataset": CORPUS} if wildcards.table in PAPER_SAMPLER_TABLES else {}
+
+
+def sampler_table_refs(wildcards):
+    """The held-out text's rows of a sampler table (its gen PPL; for the ReMDM table also its MAUVE) and the
+    papers' values (for the tables they report)."""
+    refs = {"reference": "results/eval/reference/gen_heldout.json"}
+    if wildcards.table in PAPER_SAMPLER_TABLES:
+        refs["paper"] = PAPER_VALUES
+    if mauve_jsons_for(wildcards.table):
+        refs["reference_mauve"] = "results/eval/reference/mauve_heldout.json"
+    return refs
+
+
+def mauve_params():
+    """Every MAUVE setting (evaluation.mauve) as params of the mauve rules, so a changed one reruns them."""
+    m = config["evaluation"]["mauve"]
+    keys = ("featurizer", "max_text_length", "batch_size", "num_buckets", "scaling_factor", "kmeans_seeds",
+            "kmeans_explained_var", "kmeans_num_redo", "kmeans_max_iter", "divergence_curve_discretization_size",
+            "device")
+    return {k: m[k] for k in keys}
+
+
 def sampler_tables():
     """The sampler tables this config has data for (semi-AR and distillation need their own samplers)."""
     jobs = [job_settings(j) for j in sample_jobs()]
@@ -251,16 +303,135 @@ def integral_path():
     return f"resources/integral/{tokenizer_id()}_g{i['gamma_min']}_{i['gamma_max']}_n{i['points']}.npz"
 
 
+# zero-shot perplexity (rules/zero_shot.smk): corpora by name, in config order
+ZERO_SHOT = list(config["zero_shot"]["corpora"])
+
+
+def zero_shot_runs():
+    """Runs scored on the zero-shot corpora: zero_shot.runs, or (null) every run except the judge."""
+    runs = config["zero_shot"].get("runs")  # a key named `runs` gets no schema default (dlm.config.NOT_FILLED)
+    if runs is None:
+        return [r for r in RUNS if r != config["evaluation"]["judge"]]
+    unknown = [r for r in runs if r not in RUNS]
+    if unknown:
+        raise ValueError(f"key 'zero_shot.runs': value {unknown} is invalid: expected runs of this config, one of {RUNS}")
+    return list(runs)
+
+
+def zero_shot_jsons():
+    return [f"results/eval/{r}/zero_shot.json" for r in zero_shot_runs()] if ZERO_SHOT else []
+
+
+def zero_shot_corpus_inputs(wildcards):
+    """Local files a zero-shot corpus is read from (text_files; a local jsonl or hf data_files): inputs of its
+    rule, so that an edited file reruns the corpus and what depends on it."""
+    src = config["zero_shot"]["corpora"][wildcards.zs]
+    files = src.get("data_files") or {}
+    paths = list(src.get("files") or []) + [src.get("path")] + [
+        p for v in (files.values() if isinstance(files, dict) else [files]) for p in (v if isinstance(v, list) else [v])]
+    return [p for p in paths if isinstance(p, str) and os.path.isfile(p)]
+
+
+# ---- report: figures, compute cost, paper and table targets (rules/report.smk) ----
+def table_files(*names):
+    return expand("results/tables/{table}.{ext}", table=names, ext=["csv", "md", "tex"])
+
+
+def figure_files(*names):
+    return expand("results/figures/{figure}.{ext}", figure=names, ext=["pdf", "png"])
+
+
+def frontier_jsons():
+    """Gen-PPL JSONs of the plain sample files (`plain_jobs`: the frontier's points)."""
+    return [f"results/eval/{r}/gen_{s}_T{t}_s{seed}.json" for r, s, t, seed in plain_jobs()]
+
+
+def training_curves():
+    """Every training-curve CSV (dlm.train_log) with its run, seed group, round (0: trained) and teacher."""
+    curves = [{"csv": f"results/models/{r}/final_metrics.csv", "run": r, "group": SEED_GROUP.get(r, r), "round": 0,
+               "from": None} for r in TRAINED]
+    for r in DISTILLED:
+        spec = config["runs"][r]["distill"]
+        curves += [{"csv": f"results/models/{r}/round_{k}_metrics.csv", "run": r, "group": SEED_GROUP.get(r, r),
+                    "round": k, "from": spec["from"]} for k in range(1, spec["rounds"] + 1)]
+    return curves
+
+
+def training_curve_csvs():
+    return [c["csv"] for c in training_curves()]
+
+
+def training_curve_params():
+    return [{k: v for k, v in c.items() if k != "csv"} for c in training_curves()]
+
+
+def benchmark_files():
+    """The benchmark TSV of every heavy job of the DAG (the compute-cost table's inputs; a benchmark file is a
+    product of its job, so the table waits for every job it reports)."""
+    files = [f"benchmarks/train/{r}.tsv" for r in TRAINED]
+    files += [f"benchmarks/distill/{r}/round_{k}.tsv" for r in DISTILLED
+              for k in range(1, config["runs"][r]["distill"]["rounds"] + 1)]
+    files += [f"benchmarks/eval/{r}/val_ppl.tsv" for r in RUNS]
+    files += [p.replace("results/eval/", "benchmarks/eval/").replace(".json", ".tsv") for p in zero_shot_jsons()]
+    jobs = sample_jobs()
+    files += [f"benchmarks/sample/{r}/{s}_T{t}_s{seed}.tsv" for r, s, t, seed in jobs]
+    files += [f"benchmarks/eval/{r}/gen_{s}_T{t}_s{seed}.tsv" for r, s, t, seed in jobs]
+    if jobs:
+        files.append("benchmarks/eval/reference/gen_heldout.tsv")
+        if mauve_jsons():
+            files += [p.replace("results/eval/", "benchmarks/eval/").replace(".json", ".tsv") for p in mauve_jsons()]
+            files.append("benchmarks/eval/reference/mauve_heldout.tsv")
+    return files
+
+
+def run_algos():
+    return {r: run_algo(r) for r in RUNS}
+
+
+def report_targets():
+    """The figures and the compute-cost table (appended to all_targets)."""
+    targets = table_files("cost") + figure_files("training_curves")
+    if config["sampling"]["plan"]:
+        targets += figure_files("entropy_steps")
+        if frontier_jsons():
+            targets += figure_files("frontier")
+        if mauve_jsons():
+            targets += figure_files("mauve_steps")
+    return targets
+
+
+# each paper's tables and figures (a target rule per paper lists those this config produces)
+PAPERS = {
+    "duo_paper": {"tables": ["val_ppl", "zero_shot", "duo_curriculum", "gen_ppl", "distill", "sampler_speed", "cost"],
+                  "figures": ["gen_ppl_steps", "entropy_steps", "mauve_steps", "frontier", "training_curves"]},
+    "mdlm_paper": {"tables": ["val_ppl", "zero_shot", "gen_ppl", "semi_ar", "sampler_speed", "cost"],
+                   "figures": ["gen_ppl_steps", "entropy_steps", "training_curves"]},
+    "remdm_paper": {"tables": ["gen_ppl", "remdm", "sampler_speed"],
+                    "figures": ["gen_ppl_steps", "entropy_steps", "mauve_steps", "frontier"]},
+    "gidd_paper": {"tables": ["val_ppl", "zero_shot", "gidd_pu", "gen_ppl", "self_correction"],
+                   "figures": ["gen_ppl_steps", "entropy_steps", "frontier", "training_curves"]},
+}
+
+
+def paper_targets(paper):
+    """The tables and figures of `paper` (a key of PAPERS) that this config's DAG produces."""
+    available = set(all_targets())
+    wanted = table_files(*PAPERS[paper]["tables"]) + figure_files(*PAPERS[paper]["figures"])
+    return [f for f in wanted if f in available]
+
+
 def all_targets():
-    targets = [integral_path()] + val_ppl_jsons()
-    targets += expand("results/tables/val_ppl.{ext}", ext=["csv", "md", "tex"])
+    targets = [integral_path()] + val_ppl_jsons() + table_files("val_ppl")
+    if ZERO_SHOT and zero_shot_runs():
+        targets += zero_shot_jsons() + table_files("zero_shot")
     if any(run_algo(r) == "duo" for r in RUNS):
-        targets += expand("results/tables/duo_curriculum.{ext}", ext=["csv", "md", "tex"])
+        targets += table_files("duo_curriculum")
     if any(run_algo(r) == "gidd" for r in RUNS):
-        targets += expand("results/tables/gidd_pu.{ext}", ext=["csv", "md", "tex"])
+        targets += table_files("gidd_pu")
     if config["sampling"]["plan"]:
         targets += gen_ppl_jsons()
-        targets += expand("results/tables/gen_ppl.{ext}", ext=["csv", "md", "tex"])
-        targets += expand("results/figures/gen_ppl_steps.{ext}", ext=["pdf", "png"])
-        targets += expand("results/tables/{table}.{ext}", table=sampler_tables(), ext=["csv", "md", "tex"])
+        if mauve_jsons():
+            targets += mauve_jsons() + ["results/eval/reference/mauve_heldout.json"]
+        targets += table_files("gen_ppl") + figure_files("gen_ppl_steps") + table_files(*sampler_tables())
+    targets += report_targets()
     return targets

@@ -7,6 +7,7 @@ rule distill:
         unpack(distill_inputs),
     output:
         ckpt="results/models/{run}/round_{k}.ckpt",
+        metrics="results/models/{run}/round_{k}_metrics.csv",  # training curve (dlm.train_log)
     wildcard_constraints:
         run=only(DISTILLED),
         k=r"\d+",

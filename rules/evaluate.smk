@@ -12,6 +12,8 @@ rule val_ppl:
         max_batches=config["evaluation"]["val_max_batches"],
         seed=config["evaluation"]["val_seed"],
         passes=config["evaluation"]["val_passes"],
+        group=lambda wildcards: SEED_GROUP[wildcards.run],
+        train_seed=lambda wildcards: run_trainer(wildcards).get("seed", 1),
     log:
         "logs/eval/{run}/val_ppl.log",
     conda:

@@ -6,6 +6,7 @@ rule train:
         unpack(train_inputs),
     output:
         ckpt="results/models/{run}/final.ckpt",
+        metrics="results/models/{run}/final_metrics.csv",  # training curve (dlm.train_log)
     wildcard_constraints:
         run=only(ONE_TASK_TRAINED),
     params:
@@ -34,6 +35,7 @@ rule train_srun:
         unpack(train_inputs),
     output:
         ckpt="results/models/{run}/final.ckpt",
+        metrics="results/models/{run}/final_metrics.csv",  # written by dlm train beside --out
     wildcard_constraints:
         run=only(SRUN_TRAINED),
     params:

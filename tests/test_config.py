@@ -146,3 +146,32 @@ def test_defaults_do_not_hand_every_method_every_algo_arg():
         hp = resolve_run(cfg, run)
         assert set(hp.get("algo_args", {})) <= set(ALGO_ARGS[hp["algo"]]), (run, hp.get("algo_args"))
     assert resolve_run(cfg, "mdlm")["trainer"]["grad_clip"] == 1.0  # other schema defaults are still filled
+
+
+def test_seed_lists_expand_into_runs():
+    from dlm.config import expand_seeds
+
+    cfg = load("config/smoke.yaml")
+    cfg["runs"]["duo"]["trainer"] = {"seeds": [3, 5, 7]}
+    cfg["runs"]["duo_dcd"]["trainer"] = {"max_steps": 4, "seeds": [3, 5]}
+    check_config(cfg, SCHEMA, "smoke.yaml")
+    before = resolve_run(cfg, "mdlm")
+    group = expand_seeds(cfg)
+    assert group["duo_s5"] == group["duo_s7"] == group["duo"] == "duo" and group["mdlm"] == "mdlm"
+    assert [resolve_run(cfg, r)["trainer"]["seed"] for r in ("duo", "duo_s5", "duo_s7")] == [3, 5, 7]
+    assert "seeds" not in resolve_run(cfg, "duo")["trainer"]
+    assert resolve_run(cfg, "duo_s5")["algo_args"] == resolve_run(cfg, "duo")["algo_args"]
+    assert resolve_run(cfg, "mdlm") == before  # runs without a seed list are untouched
+    # a distilled seed copy starts from the base's run of the same seed
+    assert cfg["runs"]["duo_dcd"]["distill"]["from"] == "duo"
+    assert cfg["runs"]["duo_dcd_s5"]["distill"]["from"] == "duo_s5"
+    # train_defaults seeds: every run; a clash with an existing name is an error naming the key
+    cfg = load("config/smoke.yaml")
+    cfg["train_defaults"]["trainer"]["seeds"] = [1, 2]
+    cfg["runs"]["ar_s2"] = {"algo": "ar"}
+    with pytest.raises(ConfigError, match="runs.ar.trainer.seeds.*'ar_s2'"):
+        expand_seeds(cfg)
+    cfg = load("config/smoke.yaml")
+    cfg["runs"]["ar"]["trainer"] = {"seeds": [1, 1]}
+    with pytest.raises(ConfigError, match="runs.ar.trainer.seeds"):
+        check_config(cfg, SCHEMA, "smoke.yaml")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from dlm.data.detokenizers import (DETOKENIZERS, get_detokenizer, lambada_detokenizer, lm1b_detokenizer,
-                                   ptb_detokenizer, wikitext_detokenizer)
+                                   ptb_detokenizer, scientific_papers_detokenizer, wikitext_detokenizer)
 
 
 @pytest.mark.parametrize("raw, expected", [
@@ -116,11 +116,79 @@ PLAIN = [
 def test_plain_text_is_left_alone_and_output_is_stable(name, text):
     detok = DETOKENIZERS[name]
     out = detok(text)
-    assert out == ("\n" + text if name == "lambada" else text)
+    assert out == ("\n" + text if name == "lambada" else text)  # scientific_papers: wikitext, then lm1b
     assert detok(out) == out
 
 
 def test_registry():
     assert DETOKENIZERS == {"wikitext": wikitext_detokenizer, "ptb": ptb_detokenizer,
-                            "lm1b": lm1b_detokenizer, "lambada": lambada_detokenizer}
+                            "lm1b": lm1b_detokenizer, "lambada": lambada_detokenizer,
+                            "scientific_papers": scientific_papers_detokenizer}
     assert all(get_detokenizer(name) is fn for name, fn in DETOKENIZERS.items())
+
+
+# Whole rows in each corpus's raw style (as the hub datasets / OpenAI's file store them), each expected string
+# derived by hand from the original's rules applied in order (the comments name the rules that fire).
+@pytest.mark.parametrize("raw, expected", [
+    # a heading line: "= =" -> "==", then " \n" -> "\n"
+    (" = = Description = = \n", " == Description ==\n"),
+    (" = Homarus gammarus = \n", " = Homarus gammarus =\n"),
+    # @-@ / @,@ / @.@, " ; " " , " " . " joins, ( ) stripped, " ° " joined, " \n" dropped, " 's" last
+    (" The lobster 's body is 1 @,@ 000 @-@ year @-@ old , with a length of 60 @.@ 5 cm ( 24 in ) ; it lives at "
+     "10 ° C . \n",
+     " The lobster's body is 1,000-year-old, with a length of 60.5 cm (24 in); it lives at 10°C.\n"),
+    # "s '" joins first; the single quotes are then paired; " N " -> " 1 " once (a final "N." is not " N ")
+    (" He said ' the N ships ' were lost in N . \n", " He said 'the 1 ships' were lost in N.\n"),
+    (' The song " Crazy in Love " reached number one . \n', ' The song "Crazy in Love" reached number one.\n'),
+    ("", ""),
+])
+def test_wikitext_raw_rows(raw, expected):
+    assert wikitext_detokenizer(raw) == expected
+
+
+@pytest.mark.parametrize("raw, expected", [
+    # " 's", then " N " -> " 1 " (each passes), then "$ 1" -> "$1"
+    ("the company 's stock fell $ N to $ N a share", "the company's stock fell $1 to $1 a share"),
+    # " n't" joins, " N " -> " 1 ", "<unk>" -> "?"
+    ("mr. <unk> is N years old and was n't available for comment",
+     "mr. ? is 1 years old and wasn't available for comment"),
+    # "s ' " -> "s' "; a sentence-final N has no space after it and stays
+    ("the investors ' shares rose N N", "the investors' shares rose 1 N"),
+    ("yields \\/ rates", "yields / rates"),
+    ("consumers may want to move their telephones a little closer to the tv set",
+     "consumers may want to move their telephones a little closer to the tv set"),
+])
+def test_ptb_raw_sentences(raw, expected):
+    assert ptb_detokenizer(raw) == expected
+
+
+@pytest.mark.parametrize("raw, expected", [
+    # " 's" attaches, the final " said ." joins, " , " joins, "$ " -> "$"
+    ("The company 's shares rose 5 % to $ 3.50 , analysts said .",
+     "The company's shares rose 5 % to $3.50, analysts said."),
+    # " 're" attaches; the quote pair (space inside both ends) is stripped after ", " joined
+    ('" We \'re very pleased , " he said .', '"We\'re very pleased," he said.'),
+    # " n't" is not attached; ") ." is not a word before the period; the parentheses are stripped
+    ("I do n't know ( yet ) .", "I do n't know (yet) ."),
+    # the URL is rebuilt, then " / " -> "/" joins the path
+    ("See http : / / www.example.com / news for details .", "See http://www.example.com/news for details."),
+    # " ? " -> "? ", a final " !" joins, then the single quotes pair
+    ("He asked , ' Why ? ' and left !", "He asked, 'Why?' and left!"),
+    ("Mr. Smith paid \u00a3 5 million ; shares fell .", "Mr. Smith paid \u00a35 million; shares fell."),
+])
+def test_lm1b_raw_sentences(raw, expected):
+    assert lm1b_detokenizer(raw) == expected
+
+
+def test_lambada_raw_passage():
+    raw = "\u201cI don\u2019t know,\u201d she said. \u201cMaybe.\u201d\n"
+    assert lambada_detokenizer(raw) == '\n"I don\u2019t know," she said. "Maybe."'
+
+
+def test_scientific_papers_article_wikitext_then_lm1b():
+    raw = ("we study the @xmath0 model ( see ref . @xcite ) . \n the results are shown in fig . [ fig : 1 ] , "
+           "where the boys ' data are used .")
+    # wikitext: "s '" joins, " : " " . " " , " join, ( ) and [ ] stripped, the newline's spaces dropped;
+    # then lm1b: the final " used ." joins
+    assert scientific_papers_detokenizer(raw) == ("we study the @xmath0 model (see ref. @xcite).\nthe results are "
+                                                  "shown in fig. [fig: 1], where the boys' data are used.")

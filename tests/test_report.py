@@ -232,3 +232,33 @@ def test_curriculum_and_gidd_tables(tmp_path):
     assert gidd["delta_nll"].tolist()[1:] == pytest.approx([0.01, 0.05, 0.2])
     with pytest.raises(ValueError, match="no gidd"):
         gidd_table(paths[:4], tmp_path / "x")
+
+
+def test_tables_average_over_training_seeds(tmp_path):
+    from dlm.report.tables import curriculum_table
+
+    def val(run, group, algo, ppl, se, **args):
+        return _dump(tmp_path, f"{run}.json", {"run": run, "group": group, "algo": algo, "val_ppl": ppl,
+                                               "val_nll": math.log(ppl), "val_ppl_se": se, "val_nll_se": se / ppl,
+                                               "train_steps": 800, "algo_args": args, "pass_nll": [math.log(ppl)] * 2,
+                                               "settings": {"seed": 1, "passes": 2}})
+
+    paths = [val("udlm", "udlm", "udlm", 400.0, 4.0), val("duo", "duo", "duo", 290.0, 3.0),
+             val("duo_s2", "duo", "duo", 310.0, 4.0), val("duo_s3", "duo", "duo", 390.0, 0.0),
+             val("ar", "ar", "ar", 50.0, 0.0)]
+    df = val_ppl_table(paths, tmp_path / "val")
+    duo = df[df["run"] == "duo"].iloc[0]
+    assert list(df["run"]) == ["ar", "udlm", "duo"] and duo["n_seeds"] == 3
+    assert duo["val_ppl"] == pytest.approx(330.0) and duo["val_ppl_sd"] == pytest.approx(np.std([290, 310, 390], ddof=1))
+    assert duo["val_ppl_se"] == pytest.approx(5.0 / 3)  # sqrt(3^2 + 4^2 + 0) / 3
+    assert math.isnan(df[df["run"] == "udlm"].iloc[0]["val_ppl_sd"]) and duo["seed_runs"] == "duo duo_s2 duo_s3"
+    md = (tmp_path / "val.md").read_text()
+    assert "330.00 ± 52.92" in md and "Seeds" in md and "MC s.e." in md
+    cur = curriculum_table(paths, tmp_path / "cur")
+    assert list(cur["run"]) == ["udlm", "duo"] and list(cur["n_seeds"]) == [1, 3]
+    d = [math.log(p) - math.log(400.0) for p in (290.0, 310.0, 390.0)]
+    assert cur["delta_nll"].iloc[1] == pytest.approx(np.mean(d))
+    assert cur["delta_nll_sd"].iloc[1] == pytest.approx(np.std(d, ddof=1))
+    # one seed per run: the layout without seed columns (the default config's tables stay as they were)
+    single = val_ppl_table(paths[:2], tmp_path / "one")
+    assert "n_seeds" not in single.columns

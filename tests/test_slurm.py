@@ -15,7 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DAEMONS = ("munged", "slurmctld", "slurmd")
-GPU_RULES = ("train", "sample", "val_ppl", "gen_ppl")
+GPU_RULES = ("train", "sample", "val_ppl", "gen_ppl", "mauve", "mauve_reference")
 
 
 def slurm_up() -> bool:

@@ -47,8 +47,12 @@ def test_lint_clean():
 def test_dry_run_default_and_paper_configs(tmp_path):
     import yaml
 
+    from dlm.config import expand_seeds
+
     for cfg in ["config/config.yaml", "config/paper/owt.yaml", "config/paper/lm1b.yaml"]:
-        runs = yaml.safe_load((ROOT / cfg).read_text())["runs"]
+        loaded = yaml.safe_load((ROOT / cfg).read_text())
+        expand_seeds(loaded)  # training-seed lists: one run per seed (the default trains duo and duo_pp x 3)
+        runs = loaded["runs"]
         res = smk("-n", "--cores", "2", "--configfile", str(ROOT / cfg), "--directory", str(tmp_path))
         counts = job_counts(res.stdout)
         distilled = {name: r for name, r in runs.items() if r.get("distill")}
@@ -98,6 +102,16 @@ def test_changed_corpus_file_reruns_what_depends_on_it(tmp_path):
     dry = smk("-n", "--cores", "2", "--configfile", str(conf), "--directory", str(work), "results/data/mine/packed")
     counts = job_counts(dry.stdout)
     assert counts.get("corpus") == 1 and counts.get("pack") == 1
+
+
+def test_paper_and_table_targets_build_only_their_files(tmp_path):
+    """`snakemake remdm_paper` builds the ReMDM paper's tables and figures (not the others'); `table_remdm` one table."""
+    counts = job_counts(smk("-n", "--cores", "2", "--configfile", SMOKE, "--directory", str(tmp_path), "remdm_paper").stdout)
+    assert counts["remdm_paper"] == 1 and counts["table_sampler"] == 2  # remdm and sampler_speed
+    assert {"figure_frontier", "figure_mauve", "figure_entropy", "table_gen_ppl"} <= set(counts)
+    assert not {"table_val_ppl", "table_gidd_pu", "table_cost", "figure_training_curves", "all"} & set(counts)
+    counts = job_counts(smk("-n", "--cores", "2", "--configfile", SMOKE, "--directory", str(tmp_path), "table_remdm").stdout)
+    assert counts["table_sampler"] == 1 and "table_gen_ppl" not in counts and "train" in counts
 
 
 def test_dry_run_slurm_profile_needs_no_cluster(tmp_path):
@@ -157,8 +171,28 @@ def test_smoke_run_end_to_end(smoke_work, tmp_path):
     assert (val.loc[~diffusion, "val_ppl_se"] == 0).all()  # AR's NLL and the unigram baseline are exact
     cur = pd.read_csv(res / "tables" / "duo_curriculum.csv")
     assert list(cur["variant"]) == ["UDLM (no curriculum)", "DUO", "DUO++"]
+    # duo's training-seed list [1, 2]: runs duo and duo_s2, one row with the mean and the spread over seeds
+    assert (res / "models" / "duo_s2" / "final.ckpt").exists()
+    assert list(val.loc[val["run"] == "duo", "n_seeds"]) == [2] and list(cur["n_seeds"]) == [1, 2, 1]
+    assert val.loc[val["run"] == "duo", "val_ppl_sd"].iloc[0] > 0
     gidd = pd.read_csv(res / "tables" / "gidd_pu.csv")
     assert set(gidd["run"]) == {"mdlm", "gidd"}
+    # zero-shot PPL: rows = the configured runs, columns = the held-out split, then each corpus with its SE;
+    # every model is better on its own held-out text than on the out-of-domain corpora
+    zs_cfg = yaml.safe_load(Path(SMOKE).read_text())["zero_shot"]
+    zs = pd.read_csv(res / "tables" / "zero_shot.csv")
+    held_out = yaml.safe_load(Path(SMOKE).read_text())["corpus"]["name"]
+    assert sorted(zs["run"]) == sorted(zs_cfg["runs"]) and set(zs["source"]) == {"ours"}
+    assert list(zs.columns[3:]) == [c for name in [held_out, *zs_cfg["corpora"]] for c in (name, f"{name}_se")]
+    for corpus in zs_cfg["corpora"]:
+        assert (zs[held_out] < zs[corpus]).all(), (corpus, zs)
+        assert (zs.loc[zs["algo"] != "ar", f"{corpus}_se"] > 0).all()
+    zj = json.loads((res / "eval" / "mdlm" / "zero_shot.json").read_text())
+    assert zj["settings"]["max_batches"] == zs_cfg["max_batches"] and zj["settings"]["passes"] == zs_cfg["passes"]
+    for corpus in zs_cfg["corpora"]:
+        packed = json.loads((res / "data" / "zero_shot" / corpus / "packed" / "meta.json").read_text())
+        assert zj["corpora"][corpus]["blocks"] == packed["splits"]["valid"]["n_blocks"] > 0
+    assert "\\toprule" in (res / "tables" / "zero_shot.tex").read_text()
     gen = pd.read_csv(res / "tables" / "gen_ppl.csv")
     plan = yaml.safe_load(Path(SMOKE).read_text())["sampling"]["plan"]
     assert len(gen) == sum(len(e["steps"]) for e in plan) + 1  # + the held-out reference row, first
@@ -174,6 +208,8 @@ def test_smoke_run_end_to_end(smoke_work, tmp_path):
     for table in ("distill", "remdm", "sampler_speed", "semi_ar", "self_correction"):
         assert len(pd.read_csv(res / "tables" / f"{table}.csv")) > 0, table
     sc = pd.read_csv(res / "tables" / "self_correction.csv")
+    assert sc["algo"].iloc[0] == "data"  # every gen-PPL table starts with the held-out text's row
+    sc = sc.iloc[1:]
     assert sc["gen_ppl_before"].notna().all() and sc["gen_ppl"].notna().all()
     semi = json.loads((res / "eval" / "mdlm" / "gen_mdlm_semi_ar_T4_s0.json").read_text())
     assert semi["length"] == 32 + 16  # one stride of L/2 beyond the block
@@ -256,15 +292,47 @@ def test_smoke_run_end_to_end(smoke_work, tmp_path):
     assert imported["val_nll"] == trained["val_nll"]  # same weights, same seeded draws: the same bound
     assert imported["pass_nll"] == trained["pass_nll"]
 
+    # MAUVE: one JSON per unconditional, not self-corrected sample file (none for prompts or self-correction),
+    # labelled like the gen-PPL JSON, with its spread over the k-means seeds and every setting recorded
+    plain = [("ar", "ar_T31_s0"), ("mdlm", "mdlm_ancestral_T4_s0"), ("mdlm", "mdlm_semi_ar_T4_s0"),
+             ("mdlm", "remdm_conf_T4_s0"), ("mdlm_sdtt", "mdlm_ancestral_T4_s0"), ("udlm", "duo_ancestral_T4_s0"),
+             ("duo_dcd", "duo_greedy_tail_T4_s0")]
+    for run, name in plain:
+        m = json.loads((res / "eval" / run / f"mauve_{name}.json").read_text())
+        g = json.loads((res / "eval" / run / f"gen_{name}.json").read_text())
+        assert {k: m[k] for k in ("run", "algo", "sampler", "steps", "seed")} == \
+            {k: g[k] for k in ("run", "algo", "sampler", "steps", "seed")}, name
+        assert 0 < m["mauve"] <= 1 and len(m["mauve_per_seed"]) == 3 and m["mauve_std"] is not None
+        assert m["mauve"] == pytest.approx(sum(m["mauve_per_seed"]) / 3)
+        assert (m["num_samples"], m["num_references"], m["num_buckets"]) == (4, 4, 2)
+        s = m["settings"]
+        assert (s["featurizer"], s["kmeans_seeds"], s["scaling_factor"], s["num_buckets"]) == \
+            ("all-MiniLM-L6-v2", [25, 26, 27], 5.0, 2)
+        assert s["reference_length"] == 32 and {"config_hash", "git_commit", "packages"} <= set(m["provenance"])
+        assert (work / "benchmarks" / "eval" / run / f"mauve_{name}.tsv").exists()
+    for run, name in (("mdlm", "mdlm_infill_T4_s0"), ("duo", "duo_prefix_T4_s0"), ("mdlm", "remdm_loop_p09_T8_s0"),
+                      ("gidd", "gidd_sc_T4_s0")):
+        assert not (res / "eval" / run / f"mauve_{name}.json").exists(), name
+    assert json.loads((res / "eval" / "mdlm" / "mauve_mdlm_semi_ar_T4_s0.json").read_text())["settings"][
+        "sample_length"] == 48  # longer than a block: compared with whole 32-token blocks
+    ref = json.loads((res / "eval" / "reference" / "mauve_heldout.json").read_text())
+    assert (ref["run"], ref["algo"]) == ("reference", "data") and 0 < ref["mauve"] <= 1
+    held = [json.loads(x)["block"] for x in (res / "samples" / "reference" / "heldout.jsonl").read_text().splitlines()]
+    refs = [json.loads(x) for x in (res / "samples" / "reference" / "mauve_references.jsonl").read_text().splitlines()]
+    assert len(refs) == 4 and not set(held) & {r["block"] for r in refs}
+    remdm = pd.read_csv(res / "tables" / "remdm.csv")
+    assert remdm["mauve"].notna().all() and remdm["mauve_std"].notna().all()
+    assert "MAUVE" in (res / "tables" / "remdm.md").read_text()
+
 
 METRICS = ("val_nll", "val_ppl", "val_ppl_se", "pass_nll", "num_tokens", "gen_ppl", "entropy", "gen_ppl_before",
-           "entropy_before", "sc_steps_mean", "sc_changes_mean", "mauve")  # mauve: once the pipeline has it
+           "entropy_before", "sc_steps_mean", "sc_changes_mean", "mauve", "mauve_std", "mauve_per_seed")
 
 
 @pytest.mark.e2e
 def test_two_smoke_runs_in_fresh_copies_give_identical_metrics(smoke_work, tmp_path):
-    """Determinism: the same config and seeds on the same machine give the same val PPL, gen PPL, entropy and
-    samples, bit for bit, in a second run in a fresh directory (MAUVE is not in the pipeline yet)."""
+    """Determinism: the same config and seeds on the same machine give the same val PPL, gen PPL, entropy, MAUVE
+    (every k-means seed) and samples, bit for bit, in a second run in a fresh directory."""
     second = tmp_path / "work"
     second.mkdir()
     smk(*SMOKE_PROFILE, "--configfile", SMOKE, "--directory", str(second))
@@ -334,7 +402,8 @@ def test_full_disk_fails_the_job_cleanly_and_the_rerun_completes(tmp_path):
     assert limited.returncode != 0
     assert "File too large" in (work / "logs" / "train" / "mdlm.log").read_text()
     assert not (work / "results" / "models" / "mdlm" / "final.ckpt").exists()
-    leftovers = [p for p in (work / "results" / "models").rglob("*") if p.is_file()]
+    leftovers = [p for p in (work / "results" / "models").rglob("*") if p.is_file()
+                 and "csv" not in p.relative_to(work).parts]  # the attempt's training-curve log (dlm.train_log) stays
     assert not leftovers, leftovers  # no partial checkpoint anywhere
     packed = work / "results" / "data" / "kjv-smoke" / "packed" / "meta.json"
     assert packed.exists()
@@ -342,3 +411,78 @@ def test_full_disk_fails_the_job_cleanly_and_the_rerun_completes(tmp_path):
     assert counts == {"train": 1}, counts  # the data steps are intact: only the failed job reruns
     smk(*args)
     assert (work / "results" / "models" / "mdlm" / "final.ckpt").exists()
+
+
+@pytest.fixture(scope="module")
+def smoke_report(smoke_work, tmp_path_factory):
+    """`snakemake --report` on the finished smoke run: one self-contained HTML file."""
+    html = tmp_path_factory.mktemp("report") / "report.html"
+    smk("--report", str(html), "--configfile", SMOKE, "--directory", str(smoke_work))
+    return html
+
+
+@pytest.mark.e2e
+def test_report_html_holds_every_table_and_figure(smoke_work, smoke_report):
+    res = smoke_work / "results"
+    html = smoke_report.read_text()
+    assert smoke_report.stat().st_size > 100_000 and "<html" in html.lower()
+    tables = sorted(p.name for p in (res / "tables").glob("*.csv") if not p.name.endswith("_seeds.csv"))
+    figures = sorted(p.name for p in (res / "figures").glob("*.png"))
+    assert {"val_ppl.csv", "gen_ppl.csv", "cost.csv", "remdm.csv"} <= set(tables)
+    assert set(figures) == {f"{f}.png" for f in ("gen_ppl_steps", "entropy_steps", "mauve_steps", "frontier",
+                                                  "training_curves")}
+    missing = [name for name in tables + figures if name not in html]
+    assert not missing, missing
+    # the captions say what each item shows and how it was made
+    for phrase in ("nucleus", "CSVLogger", "max_rss", "gen_ppl_table", "entropy_figure"):
+        assert phrase in html, phrase
+    # the figures' images and the tables' data are inside the file (self-contained): no links to results/
+    assert "src=\"results/" not in html and "href=\"results/" not in html
+
+
+def _chromium():
+    return next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(_chromium() is None, reason="no Chromium on this machine (apt-get install chromium)")
+def test_report_renders_in_headless_chromium(smoke_report, tmp_path):
+    """The report opens in a real browser, offline, and the page is not blank."""
+    import numpy as np
+    from matplotlib.image import imread
+
+    shot = tmp_path / "report.png"
+    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,1600", "--virtual-time-budget=10000",
+           f"--screenshot={shot}", smoke_report.as_uri()]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    assert shot.exists(), res.stderr[-3000:]
+    pixels = imread(str(shot))[..., :3].reshape(-1, 3)
+    colours = np.unique((pixels * 255).astype(np.uint8), axis=0)
+    assert len(colours) > 50, f"the rendered report is (nearly) one colour: {len(colours)} colours"
+
+
+@pytest.mark.e2e
+def test_changed_nucleus_p_reruns_only_its_samples_and_tables(smoke_work, tmp_path):
+    """A copy of the smoke config with one variant's nucleus_p changed: a dry run (rerun triggers mtime, params,
+    input) schedules that variant's sample and metrics and the tables / figures that read them, nothing else."""
+    import yaml
+
+    cfg = yaml.safe_load(Path(SMOKE).read_text())
+    cfg["sampling"]["variants"]["mdlm_top_p09"]["nucleus_p"] = 0.85
+    changed = tmp_path / "smoke_top_p.yaml"
+    changed.write_text(yaml.safe_dump(cfg, sort_keys=False))  # Snakemake compares dict params in key order
+    res = smk("-n", *SMOKE_PROFILE, "--configfile", str(changed), "--directory", str(smoke_work),
+              "--rerun-triggers", "mtime", "params", "input")
+    counts = job_counts(res.stdout)
+    assert counts.get("sample") == 1 and counts.get("gen_ppl") == 1 and counts.get("mauve") == 1, counts
+    assert "results/samples/mdlm/mdlm_top_p09_T4_s0.jsonl" in res.stdout
+    # mdlm_ancestral with top-p is read by the distill, remdm, sampler-speed and semi-AR (as its one-block
+    # reference) tables, not by the self-correction table
+    assert counts.get("table_sampler") == 4 and "table=self_correction" not in res.stdout, counts
+    touched = {"sample", "gen_ppl", "mauve", "table_gen_ppl", "table_sampler", "table_cost", "figure_gen_ppl",
+               "figure_entropy", "figure_frontier", "figure_mauve", "all"}
+    assert set(counts) <= touched, set(counts) - touched
+    assert {"table_gen_ppl", "figure_frontier", "table_cost"} <= set(counts)
+

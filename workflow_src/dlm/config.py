@@ -240,3 +240,46 @@ def apply_defaults(config: dict, schema_path: str) -> dict:
 
     fill(schema, config)
     return config
+
+
+def seed_run_name(run: str, seed: int) -> str:
+    """The name of a further training seed of `run` (runs.RUN.trainer.seeds): RUN_sSEED."""
+    return f"{run}_s{seed}"
+
+
+def expand_seeds(config: dict) -> dict[str, str]:
+    """Turn every `trainer.seeds` list into runs (in place); returns {run: the config entry it came from}.
+
+    A run whose resolved trainer has ``seeds: [a, b, ...]`` keeps its name and trains with seed a (so a
+    one-seed config and the first seed of a seed list give the same files); each further seed s adds the
+    run ``NAME_s<s>``, a copy of the entry with ``trainer.seed: s``. A distilled copy starts from its base's
+    run of the same seed when the base has one. ``seeds`` itself is removed (the training job sees one seed).
+    Raises ConfigError when an added name is already a run.
+    """
+    runs = config.get("runs", {})
+    defaults = (config.get("train_defaults") or {}).get("trainer") or {}
+    group = {name: name for name in runs}
+    added: dict[str, dict] = {}
+    for name in list(runs):
+        seeds = resolve_run(config, name).get("trainer", {}).get("seeds")
+        if not seeds:
+            continue
+        entry = copy.deepcopy(runs[name])
+        entry["trainer"] = {k: v for k, v in (entry.get("trainer") or {}).items() if k != "seeds"}
+        runs[name] = {**entry, "trainer": {**entry["trainer"], "seed": int(seeds[0])}}
+        for s in seeds[1:]:
+            new = seed_run_name(name, int(s))
+            if new in runs or new in added:
+                raise ConfigError(f"key 'runs.{name}.trainer.seeds': seed {s} would add run {new!r}, which already "
+                                  f"exists; rename that run")
+            copy_entry = {**copy.deepcopy(entry), "trainer": {**entry["trainer"], "seed": int(s)}}
+            added[new] = copy_entry
+            group[new] = name
+    defaults.pop("seeds", None)
+    runs.update(added)
+    for new, entry in added.items():  # distilled copies: the same seed of the base run, when it has one
+        base = (entry.get("distill") or {}).get("from")
+        seed = entry["trainer"]["seed"]
+        if base and seed_run_name(base, seed) in runs:
+            entry["distill"] = {**entry["distill"], "from": seed_run_name(base, seed)}
+    return group

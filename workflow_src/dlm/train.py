@@ -4,7 +4,8 @@
 
 `hp` is the run's resolved config entry (see config/schema.yaml, `runs.*`): algo, model, noise,
 optim, time_conditioning and trainer settings. The final checkpoint (with EMA) is written atomically
-to `out_ckpt`; intermediate ones live in `run_dir/checkpoints/<settings hash>/` (last.ckpt every
+to `out_ckpt`, its training curve (loss, validation NLL/PPL per step; dlm.train_log) to
+`{stem}_metrics.csv` beside it; intermediate ones live in `run_dir/checkpoints/<settings hash>/` (last.ckpt every
 `ckpt_every` steps), so that a rerun with changed settings does not resume a stale run.
 
 Lightning owns the loop, checkpointing, precision and DDP; the objective itself is a plain
@@ -28,6 +29,7 @@ from dlm.algos import get_method
 from dlm.data.dataset import PackedDataset, TrainOrder, read_meta, verify_packed
 from dlm.models.ema import EMA
 from dlm.resume import PREEMPTED_EXIT, Preempted, Preemption, dist_rank_world, gather_rng_states, set_rng_state
+from dlm.train_log import attempt_logger, metrics_path, write_metrics
 from dlm.utils import config_hash, sha256_file
 
 log = logging.getLogger("dlm.train")
@@ -76,6 +78,10 @@ class LitMethod(L.LightningModule):
     def on_train_batch_end(self, outputs, batch, batch_idx):
         # once per optimiser step (global_step advances only when the accumulated gradient is applied),
         # not per micro-batch: under accumulation a per-micro-batch update would decay the EMA too fast
+        self._update_ema()
+
+    def _update_ema(self) -> None:
+        """Bring the EMA up to the optimiser step done (one update per step; a no-op when it is)."""
         if self.ema is not None and self.global_step > self.ema.num_updates:
             self.ema.update(self.method.backbone)
 
@@ -122,6 +128,10 @@ class LitMethod(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint):
+        # callbacks save at a step's on_train_batch_end (Preemption, ModelCheckpoint's last.ckpt) before this
+        # module's hook has applied that step's EMA update: apply it now (the backbone holds the step's weights),
+        # or the resumed run's EMA stays one update behind (its validation and, without accumulation, its EMA)
+        self._update_ema()
         if self.ema is not None:
             checkpoint["ema"] = self.ema.state_dict()
         # every rank's RNG state (dropout and the forward-process draws use the global RNGs), so that a
@@ -277,8 +287,11 @@ def train(data_dir: str, out_ckpt: str, run_dir: str, hp: dict, threads: int | N
         max_steps=tr["max_steps"], accelerator="auto", devices=tr["devices"], num_nodes=tr["num_nodes"],
         strategy=tr["strategy"], plugins=cluster_plugins(tr),
         precision=precision, gradient_clip_val=tr["grad_clip"], accumulate_grad_batches=tr["accumulate"],
-        val_check_interval=min(tr["val_every"], tr["max_steps"]), check_val_every_n_epoch=None,
-        limit_val_batches=tr["val_batches"], num_sanity_val_steps=0, logger=False, default_root_dir=run_dir,
+        # Lightning counts training batches here: val_every optimiser steps = val_every x accumulate batches
+        val_check_interval=min(tr["val_every"], tr["max_steps"]) * tr["accumulate"], check_val_every_n_epoch=None,
+        limit_val_batches=tr["val_batches"], num_sanity_val_steps=0, default_root_dir=run_dir,
+        # training curves (dlm.train_log): one CSV per attempt beside last.ckpt, merged at the end
+        logger=attempt_logger(ckpt_dir, done_steps), log_every_n_steps=tr["log_every"],
         callbacks=[checkpointing, StepLogger(tr["log_every"], tokens_per_step), Preemption(last, tr["accumulate"]),
                    *(callbacks or [])],
         enable_progress_bar=sys.stderr.isatty(), enable_model_summary=False, use_distributed_sampler=False,
@@ -295,5 +308,6 @@ def train(data_dir: str, out_ckpt: str, run_dir: str, hp: dict, threads: int | N
     partial = Path(out_ckpt).with_name(f".{Path(out_ckpt).name}.partial")
     trainer.save_checkpoint(partial)
     if trainer.is_global_zero:
+        write_metrics(ckpt_dir / "csv", metrics_path(out_ckpt))
         os.replace(partial, out_ckpt)
-        log.info("wrote %s", out_ckpt)
+        log.info("wrote %s and %s", out_ckpt, metrics_path(out_ckpt))

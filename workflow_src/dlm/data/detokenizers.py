@@ -2,11 +2,12 @@
 
 The evaluation corpora used by the MDLM/DUO papers (WikiText, PTB, LM1B, LAMBADA) ship pre-tokenised
 text ("the cat 's toy , he said ."). Before re-tokenising with a BPE we turn them back into ordinary
-text. The BPE tokens, and so the perplexity, follow from the exact string, so every function here
-reproduces the string of its counterpart in the original MDLM code (kuleshov-group/mdlm,
-``dataloader.py``; s-sahoo/duo has the same functions) rule for rule and in the same order, quirks
-included: a rule that looks wrong (a sentence-final " ." left alone, "s '" joined before a quote is
-paired, ...) is kept on purpose. Each function is a small, pure str -> str map; `DETOKENIZERS` maps
+text (arXiv / PubMed articles get the WikiText rules and then the LM1B rules; AG News none). The BPE
+tokens, and so the perplexity, follow from the exact string, so every function here reproduces the
+string of its counterpart in the original MDLM code (kuleshov-group/mdlm, ``dataloader.py``;
+s-sahoo/duo has the same functions) rule for rule and in the same order, quirks included: a rule that
+looks wrong (a sentence-final " ." left alone, "s '" joined before a quote is paired, ...) is kept on
+purpose. Each function is a small, pure str -> str map; `DETOKENIZERS` maps
 the config names to them.
 """
 
@@ -147,11 +148,18 @@ def lambada_detokenizer(text: str) -> str:
     return "\n" + s.strip()
 
 
+def scientific_papers_detokenizer(text: str) -> str:
+    """arXiv / PubMed articles (``scientific_papers``), as the original ``scientific_papers_detokenizer``:
+    the WikiText rules, then the LM1B rules, on the same string."""
+    return lm1b_detokenizer(wikitext_detokenizer(text))
+
+
 DETOKENIZERS: dict[str, Callable[[str], str]] = {
     "wikitext": wikitext_detokenizer,
     "ptb": ptb_detokenizer,
     "lm1b": lm1b_detokenizer,
     "lambada": lambada_detokenizer,
+    "scientific_papers": scientific_papers_detokenizer,
 }
 
 

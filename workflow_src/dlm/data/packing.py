@@ -9,7 +9,8 @@ Output of `pack(...)` in out_dir:
 
 Modes:
   "wrap" (OpenWebText style, MDLM/DUO): every document is tokenized without special tokens and followed
-         by EOS; the whole split is concatenated in document order and cut into chunks of block_length-2
+         by EOS (insert_eos=False: no EOS between documents, DUO's zero-shot `data.insert_valid_eos=False`);
+         the whole split is concatenated in document order and cut into chunks of block_length-2
          tokens; each block is [BOS] + chunk + [EOS]; the remainder is dropped.
   "pad"  (LM1B style): one document per row, [BOS] + tokens + [EOS], truncated to block_length (the last
          token of a truncated row is EOS), right-padded with the pad id (EOS when the tokenizer has none;
@@ -108,18 +109,21 @@ def _encode(tok: Any, texts: list[str]) -> list[list[int]]:
     return tok(texts, add_special_tokens=False, return_attention_mask=False, verbose=False)["input_ids"]
 
 
-def _pack_wrap(tok: Any, path: str, split: str, L: int, ids: dict, out: _NpyStreamWriter) -> dict:
-    # The original MDLM/DUO code concatenates and chunks per datasets.map batch of 1000 documents, which
-    # drops a remainder per batch and makes the blocks depend on the batching / number of processes.
-    # Here the WHOLE split is concatenated in document order (only the final remainder is dropped), so
-    # the bytes depend on nothing but the inputs.
+def _pack_wrap(tok: Any, path: str, split: str, L: int, ids: dict, out: _NpyStreamWriter,
+               insert_eos: bool = True) -> dict:
+    # The original MDLM/DUO code concatenates and chunks per datasets.map batch of 1000 documents (and per
+    # worker shard), which drops a remainder per batch and makes the blocks depend on the batching / number
+    # of processes (a small split such as PTB can lose most of its tokens at block 1024). Here the WHOLE
+    # split is concatenated in document order (only the final remainder is dropped), so the bytes depend
+    # on nothing but the inputs.
     bos, eos, chunk = ids["bos"], ids["eos"], L - 2
+    sep = (eos,) if insert_eos else ()
     carry = np.empty(0, dtype=np.int64)
     n_docs = n_stream = 0
     for texts in _batches(path, f"pack {split} (wrap)"):
         encoded = _encode(tok, texts)
-        n = sum(len(e) + 1 for e in encoded)
-        flat = np.fromiter(itertools.chain.from_iterable(itertools.chain(e, (eos,)) for e in encoded),
+        n = sum(len(e) + len(sep) for e in encoded)
+        flat = np.fromiter(itertools.chain.from_iterable(itertools.chain(e, sep) for e in encoded),
                            dtype=np.int64, count=n)
         n_docs += len(texts)
         n_stream += n
@@ -133,10 +137,11 @@ def _pack_wrap(tok: Any, path: str, split: str, L: int, ids: dict, out: _NpyStre
             out.append(blocks)
         carry = buf[n_blocks * chunk:].copy()
     if out.rows == 0:
-        raise ValueError(f"{split} split ({path}) has only {n_stream} tokens (documents + EOS), fewer "
-                         f"than the {chunk} needed for one block of block_length {L} in wrap mode")
+        raise ValueError(f"{split} split ({path}) has only {n_stream} tokens (documents"
+                         f"{' + EOS' if insert_eos else ''}), fewer than the {chunk} needed for one block of "
+                         f"block_length {L} in wrap mode")
     return {"n_blocks": out.rows, "n_tokens": out.rows * L, "n_docs": n_docs,
-            "n_stream_tokens": n_stream, "n_dropped_tokens": int(carry.size)}
+            "n_stream_tokens": n_stream, "n_dropped_tokens": int(carry.size), "insert_eos": insert_eos}
 
 
 def _pack_pad(tok: Any, path: str, split: str, L: int, ids: dict, pad_id: int,
@@ -169,6 +174,14 @@ def _pack_pad(tok: Any, path: str, split: str, L: int, ids: dict, pad_id: int,
 def pack(train_jsonl: str, valid_jsonl: str, tokenizer_dir: str, mode: str, block_length: int,
          out_dir: str) -> dict:
     """Tokenize and pack both splits into out_dir (see the module docstring); return the meta dict."""
+    return pack_splits({"train": train_jsonl, "valid": valid_jsonl}, tokenizer_dir, mode, block_length, out_dir)
+
+
+def pack_splits(sources: dict[str, str], tokenizer_dir: str, mode: str, block_length: int, out_dir: str,
+                insert_eos: bool = True) -> dict:
+    """Tokenize and pack the JSONL corpus of each split name in `sources` ({split: path}) into out_dir, as
+    `pack` does for train / valid (a zero-shot corpus has the one split "valid"); return the meta dict.
+    `insert_eos` (wrap mode only) puts EOS after every document (MDLM; the default)."""
     if mode not in MODES:
         raise ValueError(f"unknown packing mode {mode!r}; expected one of {MODES}")
     if isinstance(block_length, bool) or not isinstance(block_length, (int, np.integer)) or block_length < 3:
@@ -196,9 +209,9 @@ def pack(train_jsonl: str, valid_jsonl: str, tokenizer_dir: str, mode: str, bloc
             writers.append(w)
             return w
 
-        for split, path in (("train", train_jsonl), ("valid", valid_jsonl)):
+        for split, path in sources.items():
             if mode == "wrap":
-                stats = _pack_wrap(tok, str(path), split, L, sid, writer(f"{split}.npy", dtype))
+                stats = _pack_wrap(tok, str(path), split, L, sid, writer(f"{split}.npy", dtype), bool(insert_eos))
             else:
                 stats = _pack_pad(tok, str(path), split, L, sid, pad_id, writer(f"{split}.npy", dtype),
                                   writer(f"{split}_mask.npy", np.dtype(np.uint8)))
@@ -206,11 +219,11 @@ def pack(train_jsonl: str, valid_jsonl: str, tokenizer_dir: str, mode: str, bloc
         for w in writers:  # both splits packed without error: only now do the arrays replace old ones
             w.commit()
     if mode == "wrap":  # masks left by an earlier pad-mode run in the same directory would be misleading
-        for split in SPLITS:
+        for split in sources:
             (out / f"{split}_mask.npy").unlink(missing_ok=True)
     files = {split: {"input_ids": f"{split}.npy", "attention_mask": f"{split}_mask.npy" if mode == "pad" else None}
-             for split in SPLITS}
-    for split in SPLITS:  # content hashes and sizes: a packed split that drifts from them is an error
+             for split in sources}
+    for split in sources:  # content hashes and sizes: a packed split that drifts from them is an error
         splits[split]["source_sha256"] = sha256_file(splits[split]["source"])
         splits[split]["source_bytes"] = os.path.getsize(splits[split]["source"])
         splits[split]["sha256"] = {k: sha256_file(out / f) for k, f in files[split].items() if f}

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from dlm.evaluation.entropy import mean_entropy
-from dlm.utils import provenance, sha256_file, write_json
+from dlm.utils import provenance, read_jsonl, sha256_file, write_json
 
 log = logging.getLogger("dlm.gen_ppl")
 
@@ -132,26 +132,19 @@ def read_texts(path: str | os.PathLike) -> tuple[list[str], list[list[int]] | No
     texts: list[str] = []
     tokens: list[list[int]] = []
     n_with_tokens = 0
-    with open(path) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({e})") from None
-            if isinstance(obj, str):
-                texts.append(obj)
-            elif isinstance(obj, dict):
-                if not isinstance(obj.get("text"), str):
-                    raise ValueError(f"{path}:{lineno}: sample object without a string 'text' field")
-                texts.append(obj["text"])
-                if obj.get("tokens") is not None:
-                    tokens.append([int(t) for t in obj["tokens"]])
-                    n_with_tokens += 1
-            else:
-                raise ValueError(f"{path}:{lineno}: expected a JSON object or string, "
-                                 f"got {type(obj).__name__}")
+    for lineno, obj in read_jsonl(path):
+        if isinstance(obj, str):
+            texts.append(obj)
+        elif isinstance(obj, dict):
+            if not isinstance(obj.get("text"), str):
+                raise ValueError(f"{path}:{lineno}: sample object without a string 'text' field")
+            texts.append(obj["text"])
+            if obj.get("tokens") is not None:
+                tokens.append([int(t) for t in obj["tokens"]])
+                n_with_tokens += 1
+        else:
+            raise ValueError(f"{path}:{lineno}: expected a JSON object or string, "
+                             f"got {type(obj).__name__}")
     if not texts:
         raise ValueError(f"{path}: no samples")
     if n_with_tokens and n_with_tokens != len(texts):

@@ -59,10 +59,47 @@ def check_data_fits(module, data: PackedDataset, ckpt: str) -> None:
 
 
 @torch.no_grad()
+def monte_carlo_bound(module, data: PackedDataset, batch_size: int, seed: int, passes: int = 1,
+                      max_batches: int | None = None, device: str = "cpu", desc: str = "ppl") -> dict:
+    """The token-mean bound (nats/token) of `module` on the blocks of `data`, the one code path of the
+    validation and zero-shot perplexities: `passes` Monte-Carlo passes over the first `max_batches`
+    batches (None: all) in order, the draws (t and forward noise) of batch i in pass p from a generator
+    seeded with (seed, p, i). Returns {"pass_nll" (passes,) array, "nll" (their mean), "se", "se_method"
+    (`bound_standard_error`), "num_tokens" (per pass)}; ValueError if there is no token to evaluate."""
+    if passes < 1:
+        raise ValueError(f"passes must be >= 1, got {passes}")
+    loader = DataLoader(data, batch_size=batch_size, shuffle=False)
+    seq_nll, seq_tokens = [], []
+    for p in range(passes):
+        nll_p, tok_p = [], []
+        for i, batch in enumerate(tqdm(loader, desc=f"{desc} pass {p + 1}/{passes}", mininterval=5)):
+            if max_batches is not None and i >= max_batches:
+                break
+            batch = {k: v.to(device) for k, v in batch.items()}
+            g = torch.Generator(device=device).manual_seed((seed * 1_000_003 + p) * 100_003 + i)
+            s, n = module.nelbo_terms(batch, g)  # (B,), (B,)
+            nll_p.append(s.double().cpu())
+            tok_p.append(n.double().cpu())
+        seq_nll.append(torch.cat(nll_p).numpy() if nll_p else np.zeros(0))
+        seq_tokens.append(torch.cat(tok_p).numpy() if tok_p else np.zeros(0))
+    seq_nll, seq_tokens = np.stack(seq_nll), np.stack(seq_tokens)  # (passes, N)
+    tokens = int(seq_tokens[0].sum())
+    if tokens == 0:
+        raise ValueError(f"{data.data_dir}: split {data.split!r} has no tokens to evaluate")
+    pass_nll = seq_nll.sum(1) / seq_tokens.sum(1)  # (passes,)
+    se, se_method = bound_standard_error(pass_nll, seq_nll, seq_tokens)
+    return {"pass_nll": pass_nll, "nll": float(pass_nll.mean()), "se": se, "se_method": se_method,
+            "num_tokens": tokens}
+
+
+@torch.no_grad()
 def evaluate_ppl(ckpt: str, data_dir: str, split: str, batch_size: int, seed: int, out: str, run: str = "",
                  max_batches: int | None = None, device: str = "auto", threads: int | None = None,
-                 passes: int = 1) -> dict:
+                 passes: int = 1, group: str | None = None, train_seed: int | None = None) -> dict:
     """exp(token-mean bound) over `passes` Monte-Carlo passes of the split, with its standard error.
+
+    `group` (the config entry a training-seed run came from; default `run`) and `train_seed` are recorded,
+    so that tables can average over training seeds from the JSONs alone.
 
     Every draw (t and forward noise) of batch i in pass p comes from a generator seeded with
     (seed, p, i), so the same checkpoint, data and settings give the identical number on every run.
@@ -77,30 +114,11 @@ def evaluate_ppl(ckpt: str, data_dir: str, split: str, batch_size: int, seed: in
     verify_packed(data_dir, (split,))
     data = PackedDataset(data_dir, split)
     check_data_fits(module, data, ckpt)
-    loader = DataLoader(data, batch_size=batch_size, shuffle=False)
-    seq_nll, seq_tokens = [], []
-    for p in range(passes):
-        nll_p, tok_p = [], []
-        for i, batch in enumerate(tqdm(loader, desc=f"val ppl {run} pass {p + 1}/{passes}", mininterval=5)):
-            if max_batches is not None and i >= max_batches:
-                break
-            batch = {k: v.to(device) for k, v in batch.items()}
-            g = torch.Generator(device=device).manual_seed((seed * 1_000_003 + p) * 100_003 + i)
-            s, n = module.nelbo_terms(batch, g)  # (B,), (B,)
-            nll_p.append(s.double().cpu())
-            tok_p.append(n.double().cpu())
-        seq_nll.append(torch.cat(nll_p).numpy() if nll_p else np.zeros(0))
-        seq_tokens.append(torch.cat(tok_p).numpy() if tok_p else np.zeros(0))
-    seq_nll, seq_tokens = np.stack(seq_nll), np.stack(seq_tokens)  # (passes, N)
-    tokens = int(seq_tokens[0].sum())
-    if tokens == 0:
-        raise ValueError(f"{data_dir}: split {split!r} has no tokens to evaluate")
-    pass_nll = seq_nll.sum(1) / seq_tokens.sum(1)  # (passes,)
-    nll = float(pass_nll.mean())
-    se, se_method = bound_standard_error(pass_nll, seq_nll, seq_tokens)
+    bound = monte_carlo_bound(module, data, batch_size, seed, passes, max_batches, device, desc=f"val ppl {run}")
+    pass_nll, nll, se, se_method, tokens = (bound[k] for k in ("pass_nll", "nll", "se", "se_method", "num_tokens"))
     settings = {"ckpt": ckpt, "data_dir": data_dir, "split": split, "batch_size": batch_size, "seed": seed,
                 "max_batches": max_batches, "passes": passes}
-    result = {"run": run, "algo": module.algo, "val_nll": nll, "val_nll_se": se, "val_ppl": math.exp(nll),
+    result = {"run": run, "group": group or run, "train_seed": train_seed, "algo": module.algo, "val_nll": nll, "val_nll_se": se, "val_ppl": math.exp(nll),
               "val_ppl_se": math.exp(nll) * se, "se_method": se_method, "pass_nll": pass_nll.tolist(),
               "num_tokens": tokens, "params": module.num_params(), "train_steps": module.global_step,
               "model": module.hparams.model, "time_conditioning": module.hparams.time_conditioning,

@@ -3,7 +3,7 @@ settings, steps, seed, network calls and wall-clock; `dlm.sample.sample_summary`
 
 * `distill_table`   - DUO paper Tables 6/7: gen PPL (entropy) vs steps for DUO base / distilled (DCD) and
                       MDLM / MDLM distilled (SDTT), ancestral and greedy-tail.
-* `remdm_table`     - ReMDM: MDLM vs the remasking strategies and correctors, gen PPL and entropy per T.
+* `remdm_table`     - ReMDM: MDLM vs the remasking strategies and correctors, MAUVE, gen PPL and entropy per T.
 * `speed_table`     - the MDLM README's wall-clock table: seconds per sample, network calls and tokens/s of
                       ddpm vs cached vs analytic (and every other sampler) at each T.
 * `semi_ar_table`   - MDLM semi-autoregressive generation beyond the block: gen PPL and seconds per sequence.
@@ -65,45 +65,131 @@ def _plain(df: pd.DataFrame) -> pd.DataFrame:
     return df[(df["condition"] == "none") & ~df["self_correct"]]
 
 
-def distill_table(json_paths, out_stem) -> pd.DataFrame:
+def with_reference(agg: pd.DataFrame, reference: str | os.PathLike | None,
+                   reference_mauve: str | os.PathLike | None = None) -> pd.DataFrame:
+    """`agg` with the held-out text's row first (run "reference", algo "data": the gen PPL and entropy of real
+    held-out text under the same judge, rule gen_ppl_reference; with `reference_mauve`, held-out text against
+    the MAUVE references), so that every gen-PPL table shows what real text scores."""
+    if reference is None:
+        return agg
+    d = read_json(reference)
+    row = {"run": "reference", "algo": "data", "sampler": "held-out text", "sampler_kind": "data",
+           "gen_ppl": d.get("gen_ppl"), "entropy": d.get("entropy"), "n_seeds": 1}
+    if reference_mauve is not None and "mauve" in agg.columns:
+        m = read_json(reference_mauve)
+        row.update(mauve=m.get("mauve"), mauve_std=m.get("mauve_std"))
+    ref = pd.DataFrame([{c: row.get(c, np.nan) for c in agg.columns}])
+    return pd.concat([ref.astype(object), agg.astype(object)], ignore_index=True).infer_objects()
+
+
+def _with_paper(agg: pd.DataFrame, formats: dict, labels: dict, paper_values, dataset, table: str,
+                metrics: Sequence[tuple[str, str]]) -> pd.DataFrame:
+    """The paper's value, our deviation and a tolerance flag for each of `metrics` ((metric, label) pairs)."""
+    from dlm.report.tables import _with_paper as add
+
+    for metric, label in metrics:
+        if metric in agg.columns:
+            agg = add(agg, formats, labels, paper_values, dataset, table, metric, label)
+    return agg
+
+
+_REF_NOTE = " The first row is real held-out text under the same judge."
+
+
+def distill_table(json_paths, out_stem, reference=None, paper_values=None, dataset=None) -> pd.DataFrame:
     df = _plain(sample_metrics(json_paths))
     df = df[df["algo"].isin(["duo", "udlm", "dcd", "mdlm", "sdtt"])
             & df["sampler_kind"].isin(["duo_ancestral", "duo_greedy_tail", "mdlm_ancestral"])]
     if df.empty:
         raise ValueError("distill_table: no DUO/DCD/MDLM/SDTT ancestral or greedy-tail samples")
     agg = _sort(_over_seeds(df, KEYS, ["gen_ppl", "entropy", "nfe"]), ["run", "sampler", "steps"])
+    agg = with_reference(agg, reference)
+    formats, labels = dict(_FORMATS), dict(_LABELS)
+    agg = _with_paper(agg, formats, labels, paper_values, dataset, "gen_ppl", [("gen_ppl", "Gen. PPL"),
+                                                                              ("entropy", "entropy")])
     write_table(agg, out_stem, caption="Few-step generation (DUO Tables 6/7): gen.\\ PPL and entropy of the base "
-                "models and their distilled students (DCD for DUO, SDTT for MDLM) per number of steps.",
-                label="tab:distill", formats=_FORMATS, pm={"gen_ppl": "gen_ppl_std"}, labels=_LABELS)
+                "models and their distilled students (DCD for DUO, SDTT for MDLM) per number of steps."
+                + (_REF_NOTE if reference else ""),
+                label="tab:distill", formats=formats, pm={"gen_ppl": "gen_ppl_std"}, labels=labels)
     return agg
 
 
-def remdm_table(json_paths, out_stem) -> pd.DataFrame:
+def mauve_metrics(json_paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
+    """One row per MAUVE JSON (dlm.evaluation.mauve): run, sampler, steps, seed, mauve (mean over k-means seeds)
+    and mauve_per_seed (the list)."""
+    rows = []
+    for p in json_paths:
+        d = read_json(p)
+        for key in ("run", "sampler", "steps", "mauve", "mauve_per_seed"):
+            if d.get(key) is None:
+                raise ValueError(f"{p}: required key {key!r} is missing or null")
+        rows.append({"run": d["run"], "sampler": d["sampler"], "steps": int(d["steps"]), "seed": d.get("seed"),
+                     "mauve": float(d["mauve"]), "mauve_per_seed": [float(v) for v in d["mauve_per_seed"]]})
+    return pd.DataFrame(rows, columns=["run", "sampler", "steps", "seed", "mauve", "mauve_per_seed"])
+
+
+def _pooled_sd(lists: pd.Series) -> float:
+    """sd (ddof 1) of every value in a column of lists (NaN entries skipped); NaN for fewer than two values."""
+    values = [x for lst in lists if isinstance(lst, list) for x in lst]
+    return float(np.std(values, ddof=1)) if len(values) > 1 else np.nan
+
+
+def _with_mauve(df: pd.DataFrame, agg: pd.DataFrame, keys: list[str], mauve_jsons) -> pd.DataFrame:
+    """`agg` with mauve (mean over sampling seeds of each file's k-means mean) and mauve_std (sd, ddof 1, of every
+    k-means-seed value of those files: the k-means spread for one sampling seed) before gen_ppl; NaN where a
+    sample file has no MAUVE JSON."""
+    m = mauve_metrics(mauve_jsons)
+    on = ["run", "sampler", "steps", "seed"]
+    df = df.drop(columns=["mauve"], errors="ignore").merge(m, on=on, how="left", validate="many_to_one")
+    g = df.groupby(keys, sort=False, dropna=False)
+    stats = pd.DataFrame({"mauve": g["mauve"].mean(), "mauve_std": g["mauve_per_seed"].apply(_pooled_sd)}).reset_index()
+    agg = agg.merge(stats, on=keys, how="left")
+    cols = list(agg.columns)
+    cols.remove("mauve")
+    cols.insert(cols.index("gen_ppl"), "mauve")
+    return agg[cols]
+
+
+def remdm_table(json_paths, out_stem, mauve_jsons=None, reference=None, reference_mauve=None, paper_values=None,
+                dataset=None) -> pd.DataFrame:
+    """ReMDM's OWT table: MAUVE (with `mauve_jsons`: mean ± sd over k-means seeds), gen PPL and entropy per T."""
     df = _plain(sample_metrics(json_paths))
     df = df[(df["algo"] == "mdlm") & (df["sampler_kind"].str.startswith("remdm_")
                                       | (df["sampler_kind"] == "mdlm_ancestral"))]
     if df.empty:
         raise ValueError("remdm_table: no MDLM ancestral or ReMDM samples")
-    agg = _sort(_over_seeds(df, KEYS + ["nucleus_p"], ["gen_ppl", "entropy", "nfe"]), ["run", "steps", "sampler"])
+    keys = KEYS + ["nucleus_p"]
+    agg = _over_seeds(df, keys, ["gen_ppl", "entropy", "nfe"])
+    pm = {"gen_ppl": "gen_ppl_std"}
+    if mauve_jsons:
+        agg = _with_mauve(df, agg, keys, mauve_jsons)
+        pm["mauve"] = "mauve_std"
+    agg = with_reference(_sort(agg, ["run", "steps", "sampler"]), reference, reference_mauve)
+    formats, labels = {**_FORMATS, "mauve": ".3f", "mauve_std": ".3f"}, {**_LABELS, "nucleus_p": "top-p", "mauve": "MAUVE"}
+    agg = _with_paper(agg, formats, labels, paper_values, dataset, "remdm",
+                      [("mauve", "MAUVE"), ("gen_ppl", "Gen. PPL"), ("entropy", "entropy")])
     write_table(agg, out_stem, caption="ReMDM (Wang et al.\\ 2025): MDLM ancestral against the remasking strategies "
-                "(cap, rescale, conf, loop) and the forward-backward and DFM correctors, per number of steps.",
-                label="tab:remdm", formats=_FORMATS, pm={"gen_ppl": "gen_ppl_std"},
-                labels={**_LABELS, "nucleus_p": "top-p"})
+                "(cap, rescale, conf, loop) and the forward-backward and DFM correctors, per number of steps"
+                + (": MAUVE (mean $\\pm$ sd over k-means seeds), gen.\\ PPL and entropy." if mauve_jsons else ".")
+                + (_REF_NOTE if reference else ""),
+                label="tab:remdm", formats=formats, pm=pm, labels=labels)
     return agg
 
 
-def speed_table(json_paths, out_stem) -> pd.DataFrame:
+def speed_table(json_paths, out_stem, reference=None) -> pd.DataFrame:
     df = _plain(sample_metrics(json_paths))
     agg = _sort(_over_seeds(df, KEYS, ["seconds_per_sample", "nfe", "tokens_per_s", "gen_ppl", "entropy"]),
                 ["run", "sampler", "steps"])
+    agg = with_reference(agg, reference)
     write_table(agg.drop(columns=["gen_ppl_std", "n_seeds"]), out_stem,
                 caption="Sampling cost (MDLM README): wall-clock seconds and network calls (NFE) per sample and "
-                "tokens per second, with the quality each setting buys.", label="tab:sampler_speed",
+                "tokens per second, with the quality each setting buys." + (_REF_NOTE if reference else ""),
+                label="tab:sampler_speed",
                 formats=_FORMATS, labels=_LABELS)
     return agg
 
 
-def semi_ar_table(json_paths, out_stem) -> pd.DataFrame:
+def semi_ar_table(json_paths, out_stem, reference=None) -> pd.DataFrame:
     df = _plain(sample_metrics(json_paths))
     semi = df[df["sampler_kind"] == "mdlm_semi_ar"]
     if semi.empty:
@@ -112,13 +198,15 @@ def semi_ar_table(json_paths, out_stem) -> pd.DataFrame:
     df = pd.concat([ref, semi])
     agg = _sort(_over_seeds(df, KEYS, ["length", "gen_ppl", "entropy", "seconds_per_sample", "nfe"]),
                 ["run", "sampler", "steps"])
+    agg = with_reference(agg, reference)
     write_table(agg, out_stem, caption="Semi-autoregressive generation beyond the training length (MDLM Sec. 4.3): "
-                "gen.\\ PPL and seconds per sequence, against one block of ancestral sampling.",
+                "gen.\\ PPL and seconds per sequence, against one block of ancestral sampling."
+                + (_REF_NOTE if reference else ""),
                 label="tab:semi_ar", formats=_FORMATS, pm={"gen_ppl": "gen_ppl_std"}, labels=_LABELS)
     return agg
 
 
-def self_correction_table(json_paths, out_stem) -> pd.DataFrame:
+def self_correction_table(json_paths, out_stem, reference=None) -> pd.DataFrame:
     df = sample_metrics(json_paths)
     df = df[df["self_correct"] & df["gen_ppl_before"].notna()]
     if df.empty:
@@ -127,9 +215,11 @@ def self_correction_table(json_paths, out_stem) -> pd.DataFrame:
                                                  "sc_changes_mean", "sc_steps_mean"])
     agg = _sort(agg, ["p_uniform", "run", "steps"])
     agg["delta_gen_ppl"] = agg["gen_ppl"] - agg["gen_ppl_before"]
+    agg = with_reference(agg, reference)
     write_table(agg.drop(columns=["gen_ppl_std"]), out_stem,
                 caption="GIDD self-correction (Rütte et al.\\ 2025, Sec. 5): gen.\\ PPL and entropy of the same samples "
-                "before and after correction, by uniform-noise share $p_u$.", label="tab:self_correction",
+                "before and after correction, by uniform-noise share $p_u$." + (_REF_NOTE if reference else ""),
+                label="tab:self_correction",
                 formats={**_FORMATS, "p_uniform": ".2f", "gen_ppl_before": ".1f", "entropy_before": ".2f",
                          "sc_changes_mean": ".1f", "sc_steps_mean": ".1f", "delta_gen_ppl": "+.1f"},
                 labels={**_LABELS, "p_uniform": "p_u", "gen_ppl_before": "Gen. PPL before", "gen_ppl": "Gen. PPL after",

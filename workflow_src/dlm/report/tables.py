@@ -230,7 +230,63 @@ VAL_PPL_FIELDS = {"run": True, "algo": True, "params": False, "train_steps": Fal
                   "val_nll": True, "val_nll_se": False, "val_ppl": True, "val_ppl_se": False, "num_tokens": False}
 
 
-def val_ppl_table(json_paths: Sequence[str | os.PathLike], out_stem: str | os.PathLike) -> pd.DataFrame:
+def over_train_seeds(df: pd.DataFrame, mean_cols: Sequence[str], se_cols: Mapping[str, str] | None = None,
+                     group_col: str = "group") -> pd.DataFrame:
+    """One row per config entry (`group_col`; the val-PPL JSON's ``group``) from its training-seed runs.
+
+    Each column of `mean_cols` becomes its mean over seeds with ``{col}_sd`` beside it (the spread over training
+    seeds, ddof 1; NaN for one seed); ``n_seeds`` counts the runs and ``seed_runs`` names them. A Monte-Carlo
+    standard error column (`se_cols`: mean column -> its s.e. column) becomes the s.e. of the mean over seeds,
+    sqrt(sum se^2) / n. Other columns keep the first run's value; `run` becomes the group's name.
+    """
+    se_cols = dict(se_cols or {})
+    df = df.copy()
+    if group_col not in df.columns:
+        df[group_col] = df["run"]
+    df[group_col] = _group_names(df, group_col)
+    rows = []
+    for name, g in df.groupby(group_col, sort=False):
+        row = g.iloc[0].to_dict()
+        row["run"] = name
+        for c in mean_cols:
+            vals = pd.to_numeric(g[c], errors="coerce")
+            row[c] = float(vals.mean())
+            row[f"{c}_sd"] = float(vals.std(ddof=1)) if len(g) > 1 else np.nan
+        for c, se in se_cols.items():
+            errs = pd.to_numeric(g[se], errors="coerce")
+            row[se] = float(np.sqrt((errs ** 2).sum()) / len(g)) if errs.notna().all() else np.nan
+        row["n_seeds"] = len(g)
+        row["seed_runs"] = " ".join(map(str, g["run"]))
+        rows.append(row)
+    return pd.DataFrame(rows).drop(columns=[group_col])
+
+
+def has_seed_lists(df: pd.DataFrame, group_col: str = "group") -> bool:
+    """Whether some config entry was trained with more than one seed (a group of several runs)."""
+    return group_col in df.columns and bool(_group_names(df, group_col).duplicated().any())
+
+
+def _group_names(df: pd.DataFrame, group_col: str) -> pd.Series:
+    """The group of each row, the run itself where the JSON names none (older JSONs; the unigram baseline)."""
+    g = df[group_col].astype(object)
+    return g.where(g.notna(), df["run"].astype(object))
+
+
+def _with_paper(df: pd.DataFrame, formats: dict, labels: dict, paper_values, dataset, table: str, metric: str,
+                label: str, column: str | None = None) -> pd.DataFrame:
+    """`paper_values.compare` plus the new columns' formats and labels (updated in place)."""
+    from dlm.report import paper_values as pv
+
+    out = pv.compare(df, paper_values, dataset, table, metric, column)
+    if out is not df:
+        more_labels, more_formats = pv.labels_formats(metric, label, relative=metric not in ("entropy", "mauve"))
+        labels.update(more_labels)
+        formats.update(more_formats)
+    return out
+
+
+def val_ppl_table(json_paths: Sequence[str | os.PathLike], out_stem: str | os.PathLike,
+                  paper_values: str | os.PathLike | None = None, dataset: str | None = None) -> pd.DataFrame:
     """Validation perplexity table, one row per val-PPL JSON.
 
     Reads from each JSON: required ``run`` (str), ``algo`` (str; ``"unigram"`` for the unigram
@@ -238,19 +294,36 @@ def val_ppl_table(json_paths: Sequence[str | os.PathLike], out_stem: str | os.Pa
     ``train_steps`` (optimizer steps trained), ``num_tokens`` (evaluated tokens) -- NaN when absent.
     Rows are sorted by algorithm (unigram, ar, sedd, mdlm, udlm, duo, then others) and run; the
     lowest NLL / PPL is bold.  Diffusion rows are upper bounds (from the ELBO), as in the papers.
+    With `paper_values` and a `dataset` it lists (a paper config's corpus), the paper's value, our deviation
+    and a tolerance flag follow each row the paper reports (`dlm.report.paper_values`).
     Writes ``{out_stem}.csv/.md/.tex`` and returns the DataFrame.
     """
     if not json_paths:
         raise ValueError("val_ppl_table: no metric JSONs given")
-    df = _sort(collect(json_paths, VAL_PPL_FIELDS), ["run"])
-    write_table(df, out_stem, caption="Validation perplexity (diffusion models: upper bound; $\\pm$ the "
-                "Monte-Carlo standard error of the bound).",
-                label="tab:val_ppl",
-                formats={"params": _params, "train_steps": ",d", "val_nll": ".4f", "val_nll_se": ".4f",
-                         "val_ppl": ".2f", "val_ppl_se": ".2f", "num_tokens": ",d"},
-                best={"val_nll": "min", "val_ppl": "min"}, pm={"val_nll": "val_nll_se", "val_ppl": "val_ppl_se"},
-                labels={"run": "Run", "algo": "Algo", "params": "Params", "train_steps": "Steps",
-                        "val_nll": "Val. NLL ↓", "val_ppl": "Val. PPL ↓", "num_tokens": "Tokens"})
+    df = collect(json_paths, {**VAL_PPL_FIELDS, "group": False})
+    formats = {"params": _params, "train_steps": ",d", "val_nll": ".4f", "val_nll_se": ".4f",
+               "val_ppl": ".2f", "val_ppl_se": ".2f", "num_tokens": ",d"}
+    labels = {"run": "Run", "algo": "Algo", "params": "Params", "train_steps": "Steps",
+              "val_nll": "Val. NLL ↓", "val_ppl": "Val. PPL ↓", "num_tokens": "Tokens"}
+    if not has_seed_lists(df):
+        df = _sort(df.drop(columns="group"), ["run"])
+        df = _with_paper(df, formats, labels, paper_values, dataset, "val_ppl", "val_ppl", "Val. PPL")
+        write_table(df, out_stem, caption="Validation perplexity (diffusion models: upper bound; $\\pm$ the "
+                    "Monte-Carlo standard error of the bound).", label="tab:val_ppl", formats=formats,
+                    best={"val_nll": "min", "val_ppl": "min"}, pm={"val_nll": "val_nll_se", "val_ppl": "val_ppl_se"},
+                    labels=labels)
+        return df
+    # training-seed lists: mean over seeds +- their spread; the bound's Monte-Carlo s.e. in its own column
+    df = over_train_seeds(df, ["val_nll", "val_ppl"], {"val_ppl": "val_ppl_se", "val_nll": "val_nll_se"})
+    df = _sort(df[["run", "algo", "params", "train_steps", "n_seeds", "val_nll", "val_nll_sd", "val_ppl",
+                   "val_ppl_sd", "val_ppl_se", "num_tokens", "seed_runs"]], ["run"])
+    formats.update({"n_seeds": "d", "val_nll_sd": ".4f", "val_ppl_sd": ".2f"})
+    df = _with_paper(df, formats, labels, paper_values, dataset, "val_ppl", "val_ppl", "Val. PPL")
+    write_table(df, out_stem, caption="Validation perplexity (diffusion models: upper bound), mean $\\pm$ sd over "
+                "training seeds (Seeds; one seed: no spread); MC s.e.: the Monte-Carlo standard error of the mean bound.",
+                label="tab:val_ppl", formats=formats,
+                best={"val_nll": "min", "val_ppl": "min"}, pm={"val_nll": "val_nll_sd", "val_ppl": "val_ppl_sd"},
+                labels={**labels, "n_seeds": "Seeds", "val_ppl_se": "MC s.e.", "seed_runs": "Runs"})
     return df
 
 
@@ -315,7 +388,7 @@ def curriculum_table(json_paths: Sequence[str | os.PathLike], out_stem: str | os
             variant = "DUO++" if cur["input"] == "topk" else "DUO"
             curriculum_steps = min(int(cur["end"]), int(obj.get("train_steps") or cur["end"]))
             soft_input = f"top-{cur['top_k']}" if cur["input"] == "topk" else "softmax"
-        rows.append({"run": obj["run"], "variant": variant, "soft_input": soft_input,
+        rows.append({"run": obj["run"], "group": obj.get("group") or obj["run"], "variant": variant, "soft_input": soft_input,
                      "transform": "–" if obj["algo"] == "udlm" else cur["transform"],
                      "curriculum_steps": curriculum_steps, **_bound_columns(obj), "delta_nll": delta,
                      "delta_nll_se": delta_se})
@@ -323,6 +396,9 @@ def curriculum_table(json_paths: Sequence[str | os.PathLike], out_stem: str | os
         raise ValueError("curriculum_table: no udlm or duo val-PPL JSONs given")
     order = {"UDLM (no curriculum)": 0, "DUO": 1, "DUO++": 2}
     df = pd.DataFrame(rows)
+    if has_seed_lists(df):
+        return _curriculum_over_seeds(df, order, base, out_stem)
+    df = df.drop(columns="group")
     df = df.assign(_o=df["variant"].map(order)).sort_values(["_o", "run"], kind="mergesort").drop(columns="_o")
     write_table(df, out_stem, caption="DUO curriculum ablation: validation perplexity (upper bound $\\pm$ "
                 "standard error) of uniform-state models trained without the curriculum, with DUO's curriculum "
@@ -333,6 +409,28 @@ def curriculum_table(json_paths: Sequence[str | os.PathLike], out_stem: str | os
                 labels={**_BOUND_LABELS, "variant": "Method", "soft_input": "Soft input", "transform": "alpha(t)",
                         "delta_nll": f"Δ NLL vs {base['run'] if base else 'UDLM'} (paired)",
                         "curriculum_steps": "Curriculum steps"})
+    return df
+
+
+def _curriculum_over_seeds(df: pd.DataFrame, order: Mapping[str, int], base: Mapping[str, Any] | None,
+                           out_stem: str | os.PathLike) -> pd.DataFrame:
+    """The curriculum ablation when some variant has several training seeds: per config entry, the mean bound
+    and its spread over seeds, and the mean paired difference to the first UDLM run with its spread."""
+    df = over_train_seeds(df, ["val_ppl", "delta_nll"], {"val_ppl": "val_ppl_se"})
+    df = df[["run", "variant", "soft_input", "transform", "curriculum_steps", "train_steps", "n_seeds", "val_ppl",
+             "val_ppl_sd", "val_ppl_se", "delta_nll", "delta_nll_sd", "seed_runs"]]
+    df = df.assign(_o=df["variant"].map(order)).sort_values(["_o", "run"], kind="mergesort").drop(columns="_o")
+    write_table(df, out_stem, caption="DUO curriculum ablation over training seeds: validation perplexity (upper "
+                "bound), mean $\\pm$ sd over the seeds (Seeds), MC s.e. the Monte-Carlo standard error of the mean; "
+                "$\\Delta$ NLL: the paired difference of each run's bound to the first UDLM run (nats/token), mean $\\pm$ "
+                "sd over seeds. Differences smaller than the seed spread are training noise.",
+                label="tab:duo_curriculum",
+                formats={**_BOUND_FORMATS, "curriculum_steps": ",d", "n_seeds": "d", "val_ppl_sd": ".2f",
+                         "delta_nll_sd": ".4f"}, best={"val_ppl": "min"},
+                pm={"val_ppl": "val_ppl_sd", "delta_nll": "delta_nll_sd"},
+                labels={**_BOUND_LABELS, "variant": "Method", "soft_input": "Soft input", "transform": "alpha(t)",
+                        "delta_nll": f"Δ NLL vs {base['run'] if base else 'UDLM'} (paired)", "n_seeds": "Seeds",
+                        "curriculum_steps": "Curriculum steps", "val_ppl_se": "MC s.e.", "seed_runs": "Runs"})
     return df
 
 
@@ -406,7 +504,8 @@ def honest_best(df: pd.DataFrame, entropy_margin: float = ENTROPY_MARGIN) -> tup
 
 
 def gen_ppl_table(json_paths: Sequence[str | os.PathLike], out_stem: str | os.PathLike,
-                  entropy_margin: float = ENTROPY_MARGIN) -> pd.DataFrame:
+                  entropy_margin: float = ENTROPY_MARGIN, paper_values: str | os.PathLike | None = None,
+                  dataset: str | None = None) -> pd.DataFrame:
     """Generative perplexity table: one row per (run, sampler, steps), aggregated over seeds.
 
     Reads from each JSON: required ``run``, ``algo``, ``sampler`` (str), ``steps`` (sampling steps;
@@ -437,12 +536,15 @@ def gen_ppl_table(json_paths: Sequence[str | os.PathLike], out_stem: str | os.Pa
     rule = (f"bold: the lowest gen PPL per number of steps among samples whose entropy is at least the held-out "
             f"text's ({float(ref.mean()):.2f}) minus {entropy_margin:g} nats" if not ref.empty else
             "bold: the lowest gen PPL per number of steps (no held-out reference row)")
+    formats = {"steps": "d", "gen_ppl": ".2f", "gen_ppl_std": ".2f", "n_seeds": "d",
+               "entropy": ".2f", "nfe": ".0f", "seconds_per_sample": ".3f"}
+    labels = {"run": "Run", "algo": "Algo", "sampler": "Sampler", "steps": "Steps",
+              "gen_ppl": "Gen. PPL ↓", "n_seeds": "Seeds", "entropy": "Entropy",
+              "nfe": "NFE", "seconds_per_sample": "s / sample", "note": "Note"}
+    df = _with_paper(df, formats, labels, paper_values, dataset, "gen_ppl", "gen_ppl", "Gen. PPL")
+    df = _with_paper(df, formats, labels, paper_values, dataset, "gen_ppl", "entropy", "entropy")
     write_table(df, out_stem, caption="Generative perplexity (mean $\\pm$ std over seeds) and "
-                f"unigram entropy of samples; {rule}.", label="tab:gen_ppl",
-                formats={"steps": "d", "gen_ppl": ".2f", "gen_ppl_std": ".2f", "n_seeds": "d",
-                         "entropy": ".2f", "nfe": ".0f", "seconds_per_sample": ".3f"},
+                f"unigram entropy of samples; {rule}.", label="tab:gen_ppl", formats=formats,
                 best={"gen_ppl": "min"}, group_by="steps", pm={"gen_ppl": "gen_ppl_std"}, eligible=eligible,
-                labels={"run": "Run", "algo": "Algo", "sampler": "Sampler", "steps": "Steps",
-                        "gen_ppl": "Gen. PPL ↓", "n_seeds": "Seeds", "entropy": "Entropy",
-                        "nfe": "NFE", "seconds_per_sample": "s / sample", "note": "Note"})
+                labels=labels)
     return df
