@@ -38,7 +38,7 @@ def main() -> None:
     lines += [f"| {k} | {len(v)} | {sum(v):.0f} |" for k, v in sorted(per_rule.items())]
     train = sum(sum(v) for k, v in per_rule.items() if k.startswith("train "))
     lines += ["", f"Training, all runs: {train / 60:.1f} min of compute."]
-    for name in ("val_ppl", "duo_curriculum", "gidd_pu", "gen_ppl"):
+    for name in ("val_ppl", "duo_curriculum", "gidd_pu", "zero_shot", "gen_ppl", "remdm", "cost"):
         md = work / "results" / "tables" / f"{name}.md"
         if md.exists():
             lines += ["", f"`results/tables/{name}.md`:", "", md.read_text().strip()]

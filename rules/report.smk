@@ -38,6 +38,7 @@ rule table_val_ppl:
 rule table_duo_curriculum:
     input:
         lambda wildcards: val_ppl_jsons(("udlm", "duo")),
+        paper=PAPER_VALUES,
     output:
         report(
             "results/tables/duo_curriculum.csv",
@@ -49,6 +50,7 @@ rule table_duo_curriculum:
         "results/tables/duo_curriculum.tex",
     params:
         table="duo_curriculum",
+        options={"dataset": CORPUS},
     log:
         "logs/report/table_duo_curriculum.log",
     conda:
@@ -60,6 +62,7 @@ rule table_duo_curriculum:
 rule table_gidd_pu:
     input:
         lambda wildcards: val_ppl_jsons(("gidd", "mdlm")),
+        paper=PAPER_VALUES,
     output:
         report(
             "results/tables/gidd_pu.csv",
@@ -71,6 +74,7 @@ rule table_gidd_pu:
         "results/tables/gidd_pu.tex",
     params:
         table="gidd_pu",
+        options={"dataset": CORPUS},
     log:
         "logs/report/table_gidd_pu.log",
     conda:

@@ -85,3 +85,16 @@ def test_bad_paper_values_name_the_file_and_entry(tmp_path, edit, fragment):
     with pytest.raises(ValueError, match="values.yaml") as e:
         pv.load(bad)
     assert fragment in str(e.value)
+
+
+def test_curriculum_and_gidd_tables_of_a_paper_config_show_the_papers_bound(tmp_path):
+    from dlm.report.tables import curriculum_table, gidd_table
+
+    paths = [_val(tmp_path, "udlm", "udlm", 27.0), _val(tmp_path, "duo", "duo", 30.0),
+             _val(tmp_path, "mdlm", "mdlm", 23.0), _val(tmp_path, "gidd_pu01", "gidd", 23.5)]
+    cur = curriculum_table(paths, tmp_path / "cur", paper_values=SHIPPED, dataset="owt").set_index("run")
+    assert cur.loc["duo", "paper_val_ppl"] == 25.2 and cur.loc["duo", "val_ppl_flag"] == "outside ±10%"
+    assert cur.loc["udlm", "val_ppl_flag"] == "within ±10%"
+    gidd = gidd_table(paths, tmp_path / "gidd", paper_values=SHIPPED, dataset="owt").set_index("run")
+    assert gidd.loc["gidd_pu01", "paper_val_ppl"] == 23.67 and "unverified" in gidd.loc["gidd_pu01", "val_ppl_source"]
+    assert "Paper Val. PPL" in (tmp_path / "gidd.md").read_text()

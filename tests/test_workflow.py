@@ -486,3 +486,24 @@ def test_changed_nucleus_p_reruns_only_its_samples_and_tables(smoke_work, tmp_pa
     assert set(counts) <= touched, set(counts) - touched
     assert {"table_gen_ppl", "figure_frontier", "table_cost"} <= set(counts)
 
+
+
+@pytest.mark.e2e
+def test_tables_and_figures_are_rebuilt_from_the_metric_jsons_alone(smoke_work, tmp_path):
+    """Delete every table and figure of a finished run (in a copy) and rerun: only the table and figure jobs run,
+    and they give the same bytes (the tables read the metric JSONs and benchmark files, nothing else)."""
+    work = tmp_path / "work"
+    shutil.copytree(smoke_work, work, symlinks=True)
+    before = {p.relative_to(work): p.read_bytes() for d in ("results/tables", "results/figures")
+              for p in sorted((work / d).iterdir())}
+    assert len(before) > 30
+    for d in ("results/tables", "results/figures"):
+        shutil.rmtree(work / d)
+    res = smk(*SMOKE_PROFILE, "--configfile", SMOKE, "--directory", str(work))
+    ran = job_counts(res.stdout + res.stderr)
+    assert ran and all(rule.startswith(("table_", "figure_", "all")) for rule in ran), ran
+    after = {p.relative_to(work): p.read_bytes() for d in ("results/tables", "results/figures")
+             for p in sorted((work / d).iterdir())}
+    assert after.keys() == before.keys()
+    changed = [str(k) for k in before if before[k] != after[k]]
+    assert not changed, changed

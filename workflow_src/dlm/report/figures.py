@@ -39,8 +39,17 @@ def _load(csv_or_df: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
 
 
 def _palette(labels: list[str]) -> dict[str, tuple]:
-    colors = sns.color_palette("colorblind", n_colors=max(len(labels), 1))
-    return dict(zip(labels, colors))
+    """A colour per label: the colour-blind palette (10 colours), evenly spaced hues beyond that (markers or
+    dashes tell the labels apart as well)."""
+    n = max(len(labels), 1)
+    return dict(zip(labels, sns.color_palette("colorblind" if n <= 10 else "husl", n_colors=n)))
+
+
+def legend_size(size: tuple[float, float], entries: int) -> tuple[float, float]:
+    """A figure size whose height fits a one-column legend of `entries` lines (plus a reference line) beside
+    the axes, so that no entry is cut off; wider when the legend is long (its labels need the room)."""
+    width, height = size
+    return (width + (2.0 if entries > 10 else 0.0), max(height, 0.2 * (entries + 2)))
 
 
 def save_figure(fig: Figure, out_stem: str | os.PathLike, dpi: int = PNG_DPI) -> dict[str, Path]:
@@ -79,7 +88,7 @@ def gen_ppl_figure(csv_or_df: str | os.PathLike | pd.DataFrame, out_stem: str | 
 
     with matplotlib.rc_context():
         sns.set_theme(context="paper", style="whitegrid")
-        fig = Figure(figsize=FIGSIZE, layout="constrained")
+        fig = Figure(figsize=legend_size(FIGSIZE, len(order)), layout="constrained")
         axes = fig.subplots(1, 2)
         panels = (("gen_ppl", "Gen. PPL (↓)", True), ("entropy", "Entropy", False))
         for ax, (col, ylabel, logy) in zip(axes, panels):

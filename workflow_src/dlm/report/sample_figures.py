@@ -23,7 +23,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogFormatter, NullLocator
 
-from dlm.report.figures import _palette, save_figure
+from dlm.report.figures import _palette, legend_size, save_figure
 from dlm.report.sampling_tables import sample_metrics
 from dlm.utils import read_json
 
@@ -36,6 +36,8 @@ def _steps_axis(ax, steps) -> None:
     ax.set_xscale("log", base=2)
     ax.set_xticks(ticks)
     ax.set_xticklabels([f"{int(t)}" if t.is_integer() else f"{t:g}" for t in ticks])
+    if any(b / a < 1.5 for a, b in zip(ticks, ticks[1:])):  # close step counts (32, 40): vertical labels
+        ax.tick_params(axis="x", labelrotation=90)
     ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel("Sampling steps")
 
@@ -74,7 +76,7 @@ def steps_figure(df: pd.DataFrame, y: str, ylabel: str, out_stem: str | os.PathL
     replicated = bool(df.duplicated(["method", "steps"]).any())
     with matplotlib.rc_context():
         sns.set_theme(context="paper", style="whitegrid")
-        fig = Figure(figsize=PANEL, layout="constrained")
+        fig = Figure(figsize=legend_size(PANEL, len(order)), layout="constrained")
         ax = fig.subplots()
         sns.lineplot(data=df, x="steps", y=y, hue="method", style="method", hue_order=order, style_order=order,
                      palette=_palette(order), markers=True, dashes=True, errorbar="sd" if replicated else None,
@@ -151,7 +153,8 @@ def frontier_figure(json_paths: Sequence[str | os.PathLike], out_stem: str | os.
     markers = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "p", "h", "*"]
     with matplotlib.rc_context():
         sns.set_theme(context="paper", style="whitegrid")
-        fig = Figure(figsize=(5.5, 3.2), layout="constrained")
+        # the legend (one entry per run / sampler / steps) sets the height, so that no entry is cut off
+        fig = Figure(figsize=legend_size((5.5, 3.2), len(order)), layout="constrained")
         ax = fig.subplots()
         for i, name in enumerate(order):
             part = pts[pts["group"] == name].sort_values("nucleus_p")

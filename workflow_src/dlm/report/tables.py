@@ -367,7 +367,8 @@ def paired_delta(obj: Mapping[str, Any], base: Mapping[str, Any] | None) -> tupl
     return float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d)))
 
 
-def curriculum_table(json_paths: Sequence[str | os.PathLike], out_stem: str | os.PathLike) -> pd.DataFrame:
+def curriculum_table(json_paths: Sequence[str | os.PathLike], out_stem: str | os.PathLike,
+                     paper_values: str | os.PathLike | None = None, dataset: str | None = None) -> pd.DataFrame:
     """The DUO curriculum ablation (DUO Sec. 5.1 / Ch. II): uniform-state runs without the curriculum
     (UDLM, i.e. the DUO base loss throughout) against DUO's curriculum (full softmax input, cached
     transformation) and DUO++ (top-k sparse input, 9th-degree polynomial), at the steps each trained.
@@ -397,44 +398,46 @@ def curriculum_table(json_paths: Sequence[str | os.PathLike], out_stem: str | os
     order = {"UDLM (no curriculum)": 0, "DUO": 1, "DUO++": 2}
     df = pd.DataFrame(rows)
     if has_seed_lists(df):
-        return _curriculum_over_seeds(df, order, base, out_stem)
+        return _curriculum_over_seeds(df, order, base, out_stem, paper_values, dataset)
     df = df.drop(columns="group")
     df = df.assign(_o=df["variant"].map(order)).sort_values(["_o", "run"], kind="mergesort").drop(columns="_o")
+    formats = {**_BOUND_FORMATS, "curriculum_steps": ",d"}
+    labels = {**_BOUND_LABELS, "variant": "Method", "soft_input": "Soft input", "transform": "alpha(t)",
+              "delta_nll": f"Δ NLL vs {base['run'] if base else 'UDLM'} (paired)", "curriculum_steps": "Curriculum steps"}
+    df = _with_paper(df, formats, labels, paper_values, dataset, "val_ppl", "val_ppl", "Val. PPL")
     write_table(df, out_stem, caption="DUO curriculum ablation: validation perplexity (upper bound $\\pm$ "
                 "standard error) of uniform-state models trained without the curriculum, with DUO's curriculum "
                 "and with DUO++'s efficient curriculum; $\\Delta$ NLL: the paired difference of the bound to UDLM "
                 "over the same seeded Monte-Carlo passes (nats/token, $\\pm$ its standard error).", label="tab:duo_curriculum",
-                formats={**_BOUND_FORMATS, "curriculum_steps": ",d"}, best={"val_ppl": "min"},
-                pm={"val_ppl": "val_ppl_se", "delta_nll": "delta_nll_se"},
-                labels={**_BOUND_LABELS, "variant": "Method", "soft_input": "Soft input", "transform": "alpha(t)",
-                        "delta_nll": f"Δ NLL vs {base['run'] if base else 'UDLM'} (paired)",
-                        "curriculum_steps": "Curriculum steps"})
+                formats=formats, best={"val_ppl": "min"}, pm={"val_ppl": "val_ppl_se", "delta_nll": "delta_nll_se"},
+                labels=labels)
     return df
 
 
 def _curriculum_over_seeds(df: pd.DataFrame, order: Mapping[str, int], base: Mapping[str, Any] | None,
-                           out_stem: str | os.PathLike) -> pd.DataFrame:
+                           out_stem: str | os.PathLike, paper_values=None, dataset=None) -> pd.DataFrame:
     """The curriculum ablation when some variant has several training seeds: per config entry, the mean bound
     and its spread over seeds, and the mean paired difference to the first UDLM run with its spread."""
     df = over_train_seeds(df, ["val_ppl", "delta_nll"], {"val_ppl": "val_ppl_se"})
     df = df[["run", "variant", "soft_input", "transform", "curriculum_steps", "train_steps", "n_seeds", "val_ppl",
              "val_ppl_sd", "val_ppl_se", "delta_nll", "delta_nll_sd", "seed_runs"]]
     df = df.assign(_o=df["variant"].map(order)).sort_values(["_o", "run"], kind="mergesort").drop(columns="_o")
+    formats = {**_BOUND_FORMATS, "curriculum_steps": ",d", "n_seeds": "d", "val_ppl_sd": ".2f", "delta_nll_sd": ".4f"}
+    labels = {**_BOUND_LABELS, "variant": "Method", "soft_input": "Soft input", "transform": "alpha(t)",
+              "delta_nll": f"Δ NLL vs {base['run'] if base else 'UDLM'} (paired)", "n_seeds": "Seeds",
+              "curriculum_steps": "Curriculum steps", "val_ppl_se": "MC s.e.", "seed_runs": "Runs"}
+    df = _with_paper(df, formats, labels, paper_values, dataset, "val_ppl", "val_ppl", "Val. PPL")
     write_table(df, out_stem, caption="DUO curriculum ablation over training seeds: validation perplexity (upper "
                 "bound), mean $\\pm$ sd over the seeds (Seeds), MC s.e. the Monte-Carlo standard error of the mean; "
                 "$\\Delta$ NLL: the paired difference of each run's bound to the first UDLM run (nats/token), mean $\\pm$ "
                 "sd over seeds. Differences smaller than the seed spread are training noise.",
-                label="tab:duo_curriculum",
-                formats={**_BOUND_FORMATS, "curriculum_steps": ",d", "n_seeds": "d", "val_ppl_sd": ".2f",
-                         "delta_nll_sd": ".4f"}, best={"val_ppl": "min"},
-                pm={"val_ppl": "val_ppl_sd", "delta_nll": "delta_nll_sd"},
-                labels={**_BOUND_LABELS, "variant": "Method", "soft_input": "Soft input", "transform": "alpha(t)",
-                        "delta_nll": f"Δ NLL vs {base['run'] if base else 'UDLM'} (paired)", "n_seeds": "Seeds",
-                        "curriculum_steps": "Curriculum steps", "val_ppl_se": "MC s.e.", "seed_runs": "Runs"})
+                label="tab:duo_curriculum", formats=formats, best={"val_ppl": "min"},
+                pm={"val_ppl": "val_ppl_sd", "delta_nll": "delta_nll_sd"}, labels=labels)
     return df
 
 
-def gidd_table(json_paths: Sequence[str | os.PathLike], out_stem: str | os.PathLike) -> pd.DataFrame:
+def gidd_table(json_paths: Sequence[str | os.PathLike], out_stem: str | os.PathLike,
+               paper_values: str | os.PathLike | None = None, dataset: str | None = None) -> pd.DataFrame:
     """GIDD by the uniform-noise share p_u (GIDD Sec. 5): validation bound of every gidd run with its
     p_u and training weighting; MDLM runs are shown as the masked-diffusion reference."""
     rows = []
@@ -452,12 +455,14 @@ def gidd_table(json_paths: Sequence[str | os.PathLike], out_stem: str | os.PathL
         raise ValueError("gidd_table: no gidd val-PPL JSONs given")
     df = pd.DataFrame(rows).sort_values(["algo", "p_uniform", "weighting", "run"], kind="mergesort",
                                         key=lambda c: c.map({"mdlm": 0, "gidd": 1}) if c.name == "algo" else c)
+    formats = {**_BOUND_FORMATS, "p_uniform": ".2f"}
+    labels = {**_BOUND_LABELS, "algo": "Algo", "p_uniform": "p_u", "weighting": "Weighting",
+              "delta_nll": f"Δ NLL vs {base['run'] if base else 'MDLM'} (paired)"}
+    df = _with_paper(df, formats, labels, paper_values, dataset, "val_ppl", "val_ppl", "Val. PPL")
     write_table(df, out_stem, caption="GIDD by uniform-noise share $p_u$: validation perplexity (upper bound "
                 "$\\pm$ standard error); MDLM is the masked-diffusion reference; $\\Delta$ NLL: the paired difference of "
                 "the bound to MDLM over the same seeded Monte-Carlo passes (nats/token, $\\pm$ its standard error).", label="tab:gidd_pu",
-                formats={**_BOUND_FORMATS, "p_uniform": ".2f"}, pm={"val_ppl": "val_ppl_se", "delta_nll": "delta_nll_se"},
-                labels={**_BOUND_LABELS, "algo": "Algo", "p_uniform": "p_u", "weighting": "Weighting",
-                        "delta_nll": f"Δ NLL vs {base['run'] if base else 'MDLM'} (paired)"})
+                formats=formats, pm={"val_ppl": "val_ppl_se", "delta_nll": "delta_nll_se"}, labels=labels)
     return df
 
 

@@ -18,7 +18,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from dlm.report.figures import FIGSIZE, save_figure
+from dlm.report.figures import FIGSIZE, _palette, legend_size, save_figure
 from dlm.report.sample_figures import _log_y
 
 
@@ -55,12 +55,11 @@ def training_curves_figure(curves: Sequence[Mapping], out_stem: str | os.PathLik
     per seed group (mean ± sd band over its training seeds). Writes ``{out_stem}.pdf`` and ``.png``."""
     df = curves_frame(curves)
     order = sorted(df["group"].unique())
-    # the colour-blind palette has 10 colours: more groups get evenly spaced hues (and dashes tell them apart)
-    palette = dict(zip(order, sns.color_palette("colorblind" if len(order) <= 10 else "husl", n_colors=len(order))))
+    palette = _palette(order)
     replicated = bool(df.groupby("group")["run"].nunique().gt(1).any())
     with matplotlib.rc_context():
         sns.set_theme(context="paper", style="whitegrid")
-        fig = Figure(figsize=FIGSIZE, layout="constrained")
+        fig = Figure(figsize=legend_size(FIGSIZE, len(order)), layout="constrained")
         axes = fig.subplots(1, 2)
         panels = (("val_ppl", "Val. PPL (↓)", True), ("train_loss", "Training loss", False))
         for ax, (col, ylabel, logy) in zip(axes, panels):
