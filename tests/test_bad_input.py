@@ -48,22 +48,6 @@ def save_method(path: Path, packed: Path, algo: str = "mdlm", **over) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def real_ckpt(packed, tmp_path_factory):
-    """A real (untrained) Lightning checkpoint of an MDLM run on the packed data (K = 300, L = 32)."""
-    import lightning as L
-
-    from dlm.train import build_module
-
-    module = build_module(str(packed), {"algo": "mdlm", "model": {"size": "nano", "dropout": 0.0},
-                                        "trainer": {"max_steps": 1, "ema": 0.9}})
-    trainer = L.Trainer(max_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False)
-    trainer.strategy.connect(module)
-    path = tmp_path_factory.mktemp("ckpt") / "final.ckpt"
-    trainer.save_checkpoint(path)
-    return path
-
-
 def cli(capsys, *argv) -> tuple[int, str]:
     """Run `dlm ARGV` in-process; (exit code, stderr)."""
     rc = main([str(a) for a in argv])

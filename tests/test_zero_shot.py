@@ -212,19 +212,9 @@ def test_pad_packing_like_lm1b_training_data(tok_dir, tmp_path):
 
 # --------------------------------------------------------------------------------------- evaluation
 @pytest.fixture(scope="module")
-def mdlm_ckpt(packed, tmp_path_factory):
-    """A real (untrained) Lightning checkpoint of an MDLM run on conftest's packed data (K = 300, L = 32)."""
-    import lightning as L
-
-    from dlm.train import build_module
-
-    module = build_module(str(packed), {"algo": "mdlm", "model": {"size": "nano", "dropout": 0.0},
-                                        "trainer": {"max_steps": 1, "ema": 0.9}})
-    trainer = L.Trainer(max_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False)
-    trainer.strategy.connect(module)
-    path = tmp_path_factory.mktemp("ckpt") / "final.ckpt"
-    trainer.save_checkpoint(path)
-    return str(path)
+def mdlm_ckpt(real_ckpt):
+    """conftest's untrained MDLM checkpoint (K = 300, L = 32), as a path string."""
+    return str(real_ckpt)
 
 
 def test_zero_shot_is_the_validation_bound_on_other_data(mdlm_ckpt, packed, tok_dir, tmp_path):
