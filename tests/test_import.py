@@ -2,7 +2,7 @@
 fit are refused with the keys listed; unsafe pickles are refused without running anything.
 
 Each source is written here from a tiny model of ours by the inverse of the documented mapping
-(`ORIGINAL_NAMES` below, written independently of dlm.models.convert), in the file format of each
+(`ORIGINAL_NAMES` below, written independently of dlm.checkpoints.convert), in the file format of each
 original code base. `original_forward` re-computes the original DiT from those original-named tensors
 (the originals' math: LayerNorm then * weight, 'b s (three h d)' qkv, rotate_half rotary, gated
 residuals), so the checks cover the layout semantics and not only the renaming.
@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from dlm.algos import get_method, load_module
-from dlm.models.convert import ImportMismatchError, import_checkpoint, read_source
-from dlm.models.safe_load import UnsafeCheckpointError, load_file, to_plain
+from dlm.checkpoints.convert import ImportMismatchError, import_checkpoint, read_source
+from dlm.checkpoints.safe_load import UnsafeCheckpointError, load_file, to_plain
 
 HIDDEN, N_BLOCKS, N_HEADS, COND, L = 32, 2, 4, 16, 12
 HEAD_DIM = HIDDEN // N_HEADS
@@ -44,7 +44,7 @@ MDLM_DIT_KEYS = (
     + ["output_layer.norm_final.weight", "output_layer.linear.weight", "output_layer.linear.bias",
        "output_layer.adaLN_modulation.weight", "output_layer.adaLN_modulation.bias"])
 
-# ours -> original (the inverse of the mapping documented in dlm.models.convert)
+# ours -> original (the inverse of the mapping documented in dlm.checkpoints.convert)
 ORIGINAL_NAMES = {"embedding": "vocab_embed.embedding", "final.norm.weight": "output_layer.norm_final.weight",
                   "final.linear.weight": "output_layer.linear.weight", "final.linear.bias": "output_layer.linear.bias",
                   "final.adaLN.weight": "output_layer.adaLN_modulation.weight",

@@ -275,7 +275,7 @@ def test_smoke_run_end_to_end(smoke_work, tmp_path):
     from safetensors.torch import save_file
 
     from dlm.algos import load_module
-    from dlm.models.convert import original_name
+    from dlm.checkpoints.convert import original_name
 
     mdlm = load_module(str(res / "models" / "mdlm" / "final.ckpt"))
     released = tmp_path / "released.safetensors"

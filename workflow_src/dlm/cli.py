@@ -96,7 +96,7 @@ def cmd_val_ppl(a: argparse.Namespace) -> None:
 def cmd_import(a: argparse.Namespace) -> None:
     import yaml
 
-    from dlm.models.convert import import_checkpoint
+    from dlm.checkpoints.convert import import_checkpoint
 
     algo_args = {}
     for item in a.algo_arg or []:

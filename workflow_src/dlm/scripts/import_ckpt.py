@@ -5,7 +5,7 @@ tokenizer, or the source's own), length, n_heads (null = from the source), algo_
 the train defaults), use_ema (default true). output: ckpt, tokenizer (directory the checkpoint points at).
 """
 
-from dlm.models.convert import import_checkpoint
+from dlm.checkpoints.convert import import_checkpoint
 from dlm.utils import setup_job
 
 setup_job(snakemake.log[0], snakemake.threads)

@@ -10,7 +10,7 @@ The tokenizer given by `tokenizer` (default: the one in the source folder, else 
 `dlm.data.tokenizer.save_pretrained_tokenizer` next to the output (OUT with suffix .tokenizer) and its
 special ids (GPT-2: K = 50258, [MASK] = 50257) must match the checkpoint's vocabulary.
 
-Files are read without a general unpickle (`dlm.models.safe_load`).
+Files are read without a general unpickle (`dlm.checkpoints.safe_load`).
 
 Layouts (module names as in the original code; <name> is the DDiT naming of the table below)
 ------------------------------------------------------------------------------------------------
@@ -99,7 +99,7 @@ from typing import Any
 
 import torch
 
-from dlm.models.safe_load import load_file, to_plain
+from dlm.checkpoints.safe_load import load_file, to_plain
 
 log = logging.getLogger("dlm.import")
 
