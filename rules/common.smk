@@ -4,6 +4,8 @@ import os
 import re
 import sys
 
+import yaml
+
 from dlm.config import apply_defaults, check_config, expand_seeds, resolve_run, resolve_variant
 
 # validate against config/schema.yaml before anything runs (errors name key, value and expectation),
@@ -142,6 +144,7 @@ def last_round(wildcards):
 
 # the papers' published numbers, shown beside ours in the tables of a paper config (dlm.report.paper_values)
 PAPER_VALUES = config["evaluation"]["paper_values"] or os.path.join(workflow.basedir, "config", "paper_values.yaml")
+CLAIMS = config["evaluation"]["claims"] or os.path.join(workflow.basedir, "config", "claims.yaml")
 
 
 def judge_is_run():
@@ -384,6 +387,24 @@ def benchmark_files():
     return files
 
 
+def claims_inputs(wildcards):
+    """What the claims table reads: the claims file, every val-PPL, gen-PPL and MAUVE JSON, the held-out text's
+    gen-PPL row, the training benchmarks (time and memory per step) and the sample files it compares token for
+    token (dlm.report.claims)."""
+    inputs = {"spec": CLAIMS, "val": [p for p in val_ppl_jsons() if "/unigram/" not in p],
+              "bench": [f"benchmarks/train/{r}.tsv" for r in TRAINED]}
+    if config["sampling"]["plan"]:
+        inputs.update(gen=gen_ppl_jsons(), mauve=mauve_jsons(), reference="results/eval/reference/gen_heldout.json")
+        with open(CLAIMS) as f:
+            claims = (yaml.safe_load(f) or {}).get("claims") or []
+        planned = {(r, s, int(t)) for r, s, t, _ in sample_jobs()}
+        compared = {(str(c[k]["run"]), str(c[k]["sampler"]), int(c[k]["steps"])) for c in claims
+                    if c.get("test") == "same_faster" for k in ("a", "b")}
+        inputs["samples"] = [f"results/samples/{r}/{s}_T{t}_s{seed}.jsonl" for r, s, t, seed in sample_jobs()
+                             if (r, s, int(t)) in compared & planned]
+    return inputs
+
+
 def run_algos():
     return {r: run_algo(r) for r in RUNS}
 
@@ -433,5 +454,5 @@ def all_targets():
         if mauve_jsons():
             targets += mauve_jsons() + ["results/eval/reference/mauve_heldout.json"]
         targets += table_files("gen_ppl") + figure_files("gen_ppl_steps") + table_files(*sampler_tables())
-    targets += report_targets()
+    targets += report_targets() + table_files("claims")
     return targets

@@ -4,6 +4,7 @@
 
 localrules:
     table_val_ppl,
+    table_claims,
     table_duo_curriculum,
     table_gidd_pu,
     table_gen_ppl,
@@ -335,3 +336,28 @@ rule table_semi_ar:
 rule table_self_correction:
     input:
         table_files("self_correction"),
+
+
+# The papers' claims, each with its effect, 95% interval and verdict (config/claims.yaml, dlm.report.claims)
+
+
+rule table_claims:
+    input:
+        unpack(claims_inputs),
+    output:
+        report(
+            "results/tables/claims.csv",
+            caption="../workflow_src/dlm/report/captions/claims.rst",
+            category="Tables",
+            labels={"table": "claims"},
+        ),
+        "results/tables/claims.md",
+        "results/tables/claims.tex",
+    params:
+        entropy_margin=config["evaluation"]["entropy_margin"],
+    log:
+        "logs/report/table_claims.log",
+    conda:
+        "../environment.yml"
+    script:
+        "../workflow_src/dlm/scripts/claims_table.py"

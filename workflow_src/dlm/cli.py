@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -120,6 +121,16 @@ def cmd_unlock_stale(a: argparse.Namespace) -> None:
           f"no stale Snakemake locks in {a.directory}")
 
 
+def cmd_readme_results(args) -> None:
+    from dlm.report.readme import update_readme
+
+    if not os.path.isfile(args.claims):
+        raise FileNotFoundError(f"{args.claims} not found: run the workflow first (make run)")
+    figure = args.figure if args.figure and os.path.isfile(args.figure) else None
+    update_readme(args.readme, args.claims, figure, args.figure_dest if figure else None)
+    print(f"{args.readme}: results block updated from {args.claims}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dlm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--log", help="write logs to this file instead of stderr")
@@ -215,6 +226,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--algo-arg", action="append", metavar="KEY=VALUE",
                    help="constructor argument of the method (YAML value), e.g. p_uniform=0.1; repeatable")
     s.set_defaults(func=cmd_import)
+
+    s = sub.add_parser("readme-results", help="copy the claims table of the last run (and one figure) into the "
+                                              "README's results block (make run does this at the end)")
+    s.add_argument("--readme", default="README.md")
+    s.add_argument("--claims", default="results/tables/claims.md")
+    s.add_argument("--figure", default="results/figures/frontier.png", help="figure shown under the table "
+                                                                            "(skipped when missing)")
+    s.add_argument("--figure-dest", default="docs/figures/frontier.png", help="where the figure is copied, "
+                                                                             "relative to the README")
+    s.set_defaults(func=cmd_readme_results)
 
     s = sub.add_parser("unlock-stale", help="remove the locks a killed Snakemake left behind (none while a "
                                             "Snakemake or its jobs still work in the directory)")
