@@ -144,7 +144,10 @@ def last_round(wildcards):
 
 # the papers' published numbers, shown beside ours in the tables of a paper config (dlm.report.paper_values)
 PAPER_VALUES = config["evaluation"]["paper_values"] or os.path.join(workflow.basedir, "config", "paper_values.yaml")
-CLAIMS = config["evaluation"]["claims"] or os.path.join(workflow.basedir, "config", "claims.yaml")
+# the claims file: a relative path is the working directory's, else the workflow's (config/claims_smoke.yaml)
+CLAIMS = config["evaluation"]["claims"] or os.path.join("config", "claims.yaml")
+if not os.path.isabs(CLAIMS) and not os.path.exists(CLAIMS):
+    CLAIMS = os.path.join(workflow.basedir, CLAIMS)
 
 
 def judge_is_run():

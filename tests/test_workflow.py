@@ -323,6 +323,16 @@ def test_smoke_run_end_to_end(smoke_work, tmp_path):
     remdm = pd.read_csv(res / "tables" / "remdm.csv")
     assert remdm["mauve"].notna().all() and remdm["mauve_std"].notna().all()
     assert "MAUVE" in (res / "tables" / "remdm.md").read_text()
+    # the claims table: one row per claim of config/claims_smoke.yaml (every test kind), each with a verdict
+    claims = pd.read_csv(res / "tables" / "claims.csv").set_index("id")
+    spec = yaml.safe_load((ROOT / "config" / "claims_smoke.yaml").read_text())["claims"]
+    assert list(claims.index) == [c["id"] for c in spec]
+    assert set(claims["verdict"]) <= {"holds", "reversed", "inconclusive", "degenerate"}, claims["verdict"]
+    assert claims.loc[["val_better", "val_close", "gen_better", "mauve_better", "sc_lowers", "train_time"],
+                      ["lo", "hi"]].notna().all().all()
+    assert "identical tokens" in claims.at["same_faster", "note"]  # the cached sampler: ddpm's samples
+    assert claims.at["val_better", "compared"] in ("ar vs mdlm", "ar vs udlm")
+    assert "Verdict" in (res / "tables" / "claims.md").read_text()
 
 
 METRICS = ("val_nll", "val_ppl", "val_ppl_se", "pass_nll", "num_tokens", "gen_ppl", "entropy", "gen_ppl_before",

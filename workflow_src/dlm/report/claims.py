@@ -248,9 +248,14 @@ def _row(claim: dict, compared: str, metric: str, iv: Interval | None, verdict: 
             "hi": iv.hi if iv else math.nan, "interval_over": iv.over if iv else "", "verdict": verdict, "note": note}
 
 
+def _compared(claim: dict) -> str:
+    if claim["test"].startswith("sc_"):
+        return f"{_describe(claim['a'])}: after vs before"
+    return f"{_describe(claim['a'])} vs {_describe(claim['b'])}"
+
+
 def _not_run(claim: dict, missing: str) -> dict:
-    return _row(claim, f"{_describe(claim.get('a'))} vs {_describe(claim.get('b'))}", "", None, "not run",
-                f"not in this config: {missing}")
+    return _row(claim, _compared(claim), "", None, "not run", f"not in this config: {missing}")
 
 
 def claim_val(claim: dict, res: Results, margin: float) -> dict:
