@@ -241,7 +241,8 @@ PAPER_SAMPLER_TABLES = ("distill", "remdm")  # sampler tables with the papers' v
 
 
 def sampler_table_options(wildcards):
-    return {"dataset": CORPUS} if wildcards.table in PAPER_SAMPLER_TABLES else {}
+    options = {"entropy_margin": config["evaluation"]["entropy_margin"]}  # the low-entropy note of gen-PPL tables
+    return {**options, "dataset": CORPUS} if wildcards.table in PAPER_SAMPLER_TABLES else options
 
 
 def sampler_table_refs(wildcards):
@@ -334,7 +335,13 @@ def zero_shot_corpus_inputs(wildcards):
 
 # ---- report: figures, compute cost, paper and table targets (rules/report.smk) ----
 def table_files(*names):
-    return expand("results/tables/{table}.{ext}", table=names, ext=["csv", "md", "tex"])
+    return expand("results/tables/{table}.{ext}", table=names, ext=["csv", "md", "tex", "html"])
+
+
+def distill_specs():
+    """Teacher and rounds of every distilled run (the val-PPL table shows its steps as teacher + rounds x round)."""
+    return {r: {"from": config["runs"][r]["distill"]["from"], "rounds": config["runs"][r]["distill"]["rounds"]}
+            for r in DISTILLED}
 
 
 def figure_files(*names):
