@@ -354,13 +354,19 @@ def frontier_jsons():
 
 
 def training_curves():
-    """Every training-curve CSV (dlm.train_log) with its run, seed group, round (0: trained) and teacher."""
+    """Every training-curve CSV (dlm.train_log) with its run, seed group, round (0: trained), teacher and the size
+    of its in-training validation (trainer.val_batches batches of trainer.batch_size blocks)."""
+
+    def val_size(r):
+        tr = resolve_run(config, r).get("trainer", {})
+        return {"val_batches": tr.get("val_batches"), "batch_size": tr.get("batch_size")}
+
     curves = [{"csv": f"results/models/{r}/final_metrics.csv", "run": r, "group": SEED_GROUP.get(r, r), "round": 0,
-               "from": None} for r in TRAINED]
+               "from": None, **val_size(r)} for r in TRAINED]
     for r in DISTILLED:
         spec = config["runs"][r]["distill"]
         curves += [{"csv": f"results/models/{r}/round_{k}_metrics.csv", "run": r, "group": SEED_GROUP.get(r, r),
-                    "round": k, "from": spec["from"]} for k in range(1, spec["rounds"] + 1)]
+                    "round": k, "from": spec["from"], **val_size(r)} for k in range(1, spec["rounds"] + 1)]
     return curves
 
 
