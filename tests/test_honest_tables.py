@@ -151,3 +151,18 @@ def test_every_table_has_an_html_twin_of_its_markdown(tmp_path):
     before = html
     val_ppl_table(paths, tmp_path / "val")
     assert (tmp_path / "val.html").read_text() == before  # deterministic
+
+
+def test_make_run_ends_with_the_report():
+    """`make run` writes the report.html the README lists: its last step is `snakemake --report` (make report)."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    if shutil.which("make") is None:
+        pytest.skip("no make on this machine")
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(["make", "-n", "run"], cwd=root, capture_output=True, text=True, check=True).stdout
+    lines = [line for line in out.splitlines() if "snakemake" in line]
+    assert "--report report.html" in lines[-1] and "--profile profiles/local" in lines[-1]
+    assert any("--cores" in line and "--report" not in line for line in lines[:-1])  # after the run itself
