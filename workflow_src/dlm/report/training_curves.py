@@ -68,8 +68,8 @@ def _val_label(curves: Sequence[Mapping]) -> str:
 
 def build_training_curves(curves: Sequence[Mapping]) -> Figure:
     """The figure of `training_curves_figure` (not saved): in-training validation PPL (log y, EMA weights) of
-    every run, the training loss of the trained runs and, when there are distillation rounds, their loss (KL)
-    on an axis of its own; one line per seed group (mean ± sd band over its training seeds)."""
+    every run, the training loss of the trained runs and, when distillation rounds logged a loss, their loss
+    (KL) on an axis of its own; one line per seed group (mean ± sd band over its training seeds)."""
     df = curves_frame(curves)
     order = sorted(df["group"].unique())
     palette = _palette(order)
@@ -77,7 +77,7 @@ def build_training_curves(curves: Sequence[Mapping]) -> Figure:
     distilled = df["round"] > 0
     panels = [("val_ppl", df, _val_label(curves), True),
               ("train_loss", df[~distilled], "Training loss\n(each method's objective)", False)]
-    if distilled.any():
+    if df.loc[distilled, "train_loss"].notna().any():  # rounds shorter than trainer.log_every log no loss
         panels.append(("train_loss", df[distilled], "Distillation loss\n(KL student ‖ teacher)", False))
     with matplotlib.rc_context():
         sns.set_theme(context="paper", style="whitegrid")
