@@ -247,7 +247,8 @@ PAPER_SAMPLER_TABLES = ("distill", "remdm")  # sampler tables with the papers' v
 
 
 def sampler_table_options(wildcards):
-    return {"dataset": CORPUS} if wildcards.table in PAPER_SAMPLER_TABLES else {}
+    options = {"entropy_margin": config["evaluation"]["entropy_margin"]}  # the low-entropy note of gen-PPL tables
+    return {**options, "dataset": CORPUS} if wildcards.table in PAPER_SAMPLER_TABLES else options
 
 
 def sampler_table_refs(wildcards):
@@ -340,7 +341,13 @@ def zero_shot_corpus_inputs(wildcards):
 
 # ---- report: figures, compute cost, paper and table targets (rules/report.smk) ----
 def table_files(*names):
-    return expand("results/tables/{table}.{ext}", table=names, ext=["csv", "md", "tex"])
+    return expand("results/tables/{table}.{ext}", table=names, ext=["csv", "md", "tex", "html"])
+
+
+def distill_specs():
+    """Teacher and rounds of every distilled run (the val-PPL table shows its steps as teacher + rounds x round)."""
+    return {r: {"from": config["runs"][r]["distill"]["from"], "rounds": config["runs"][r]["distill"]["rounds"]}
+            for r in DISTILLED}
 
 
 def figure_files(*names):
@@ -353,13 +360,19 @@ def frontier_jsons():
 
 
 def training_curves():
-    """Every training-curve CSV (dlm.train_log) with its run, seed group, round (0: trained) and teacher."""
+    """Every training-curve CSV (dlm.train_log) with its run, seed group, round (0: trained), teacher and the size
+    of its in-training validation (trainer.val_batches batches of trainer.batch_size blocks)."""
+
+    def val_size(r):
+        tr = resolve_run(config, r).get("trainer", {})
+        return {"val_batches": tr.get("val_batches"), "batch_size": tr.get("batch_size")}
+
     curves = [{"csv": f"results/models/{r}/final_metrics.csv", "run": r, "group": SEED_GROUP.get(r, r), "round": 0,
-               "from": None} for r in TRAINED]
+               "from": None, **val_size(r)} for r in TRAINED]
     for r in DISTILLED:
         spec = config["runs"][r]["distill"]
         curves += [{"csv": f"results/models/{r}/round_{k}_metrics.csv", "run": r, "group": SEED_GROUP.get(r, r),
-                    "round": k, "from": spec["from"]} for k in range(1, spec["rounds"] + 1)]
+                    "round": k, "from": spec["from"], **val_size(r)} for k in range(1, spec["rounds"] + 1)]
     return curves
 
 

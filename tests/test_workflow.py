@@ -437,12 +437,22 @@ def test_report_html_holds_every_table_and_figure(smoke_work, smoke_report):
     html = smoke_report.read_text()
     assert smoke_report.stat().st_size > 100_000 and "<html" in html.lower()
     tables = sorted(p.name for p in (res / "tables").glob("*.csv") if not p.name.endswith("_seeds.csv"))
+    pages = sorted(p.name for p in (res / "tables").glob("*.html"))
     figures = sorted(p.name for p in (res / "figures").glob("*.png"))
     assert {"val_ppl.csv", "gen_ppl.csv", "cost.csv", "remdm.csv"} <= set(tables)
+    assert pages == sorted(t.replace(".csv", ".html") for t in tables)  # every table also as it reads
     assert set(figures) == {f"{f}.png" for f in ("gen_ppl_steps", "entropy_steps", "mauve_steps", "frontier",
                                                   "training_curves")}
-    missing = [name for name in tables + figures if name not in html]
+    missing = [name for name in tables + pages + figures if name not in html]
     assert not missing, missing
+    # the tables are shown as their Markdown reads (formatted cells, bold where rows compete, the caption),
+    # not as raw CSV floats: the embedded HTML items hold the tables
+    import base64
+
+    shown = [base64.b64decode(m).decode() for m in re.findall(r"data:text/html;[^,]*?base64,([A-Za-z0-9+/=]+)", html)]
+    shown = [page for page in shown if "<table>" in page]
+    assert len(shown) == len(pages) and any("<strong>" in page for page in shown)
+    assert all('<p class="caption">' in page for page in shown)
     # the captions say what each item shows and how it was made
     for phrase in ("nucleus", "CSVLogger", "max_rss", "gen_ppl_table", "entropy_figure"):
         assert phrase in html, phrase
