@@ -247,11 +247,14 @@ def foreign_globals(path: str | os.PathLike) -> list[str]:
     """The globals a checkpoint file names beyond `OWN_GLOBALS`, in order of appearance, found without running
     anything: the pickle (a torch zip file's data.pkl, else the file's leading pickles) is unpickled with every
     global replaced by an inert `StandIn`. A stream that stops early (malformed) gives what was seen so far."""
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as z:
-            streams = [z.read(n) for n in z.namelist() if n.endswith("data.pkl")]
-    else:
-        streams = [Path(path).read_bytes()]
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                streams = [z.read(n) for n in z.namelist() if n.endswith("data.pkl")]
+        else:
+            streams = [Path(path).read_bytes()]
+    except (OSError, zipfile.BadZipFile, RuntimeError):  # a damaged zip: nothing to name
+        return []
     found: list[str] = []
     for data in streams:
         f = io.BytesIO(data)
