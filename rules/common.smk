@@ -50,7 +50,7 @@ def by_attempt(base):
 
 def run_gpus(wildcards):
     """GPUs a training or distillation job asks for: the run's trainer.devices (DDP inside one job)."""
-    return int(resolve_run(config, wildcards.run).get("trainer", {}).get("devices", 1))
+    return int(run_trainer(wildcards).get("devices", 1))
 
 
 def run_trainer(wildcards):

@@ -210,7 +210,7 @@ def test_unknown_sampler_or_algo_lists_the_known_ones(real_ckpt, packed, tmp_pat
         run_sampler(module, "nonesuch", 1, 2, torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match=r"unknown algo 'mdlmm'; expected one of \[.*'mdlm'.*'udlm'\]"):
         get_method("mdlmm")
-    ckpt = torch.load(real_ckpt, weights_only=False)
+    ckpt = torch.load(real_ckpt, weights_only=True)
     ckpt["hyper_parameters"]["method"]["algo"] = "plaid"
     torch.save(ckpt, tmp_path / "plaid.ckpt")
     with pytest.raises(ValueError) as e:

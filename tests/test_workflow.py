@@ -137,6 +137,68 @@ def test_between_workflow_cache_serves_tokenizer_and_integral(tmp_path):
     assert b.is_symlink() and a.read_bytes() == b.read_bytes()
 
 
+def test_hostile_checkpoint_in_the_cache_is_refused_by_the_consuming_job(tmp_path):
+    """The between-workflow cache on shared storage hands one user's outputs to another user's jobs: an imported
+    checkpoint replaced there by a hostile one (a torch zip file; a plain pickle) is served from the cache to a
+    second workflow, and its sample job refuses it without running its code (docs/security.md)."""
+    import pickle
+
+    import torch
+    from safetensors.torch import save_file
+
+    from dlm.algos import get_method
+    from dlm.checkpoints.convert import original_name
+    from dlm.data.tokenizer import load_tokenizer, special_ids, train_bpe
+
+    (tmp_path / "text.jsonl").write_text("".join(json.dumps({"text": f"In the beginning {i} God created the heaven "
+                                                                      f"and the earth {i * i}."}) + "\n"
+                                                 for i in range(200)))
+    train_bpe(str(tmp_path / "text.jsonl"), 300, str(tmp_path / "tok"))
+    sid = special_ids(load_tokenizer(tmp_path / "tok"))
+    overlay = {"runs": {}}
+    for i, name in enumerate(("evil_zip", "evil_pickle")):  # two sources with other weights: two cache entries
+        torch.manual_seed(i)
+        method = get_method("mdlm")(vocab_size=sid["vocab_size"], block_length=32, tokenizer_dir=str(tmp_path / "tok"),
+                                    special_ids={k: sid[k] for k in ("bos", "eos", "pad", "mask")},
+                                    model={"size": "nano", "dropout": 0.0})
+        save_file({"backbone." + original_name(k): v.contiguous() for k, v in method.backbone.state_dict().items()},
+                  str(tmp_path / f"{name}.safetensors"))
+        overlay["runs"][name] = {"import": str(tmp_path / f"{name}.safetensors"), "algo": "mdlm", "n_heads": 2,
+                                 "length": 32, "tokenizer": str(tmp_path / "tok")}
+    (tmp_path / "evil.yaml").write_text(json.dumps(overlay))
+    cfg = ("--configfile", SMOKE, str(tmp_path / "evil.yaml"))
+    env = {"SNAKEMAKE_OUTPUT_CACHE": str(tmp_path / "cache")}
+    (tmp_path / "cache").mkdir()
+    ckpts = [f"results/models/{name}/final.ckpt" for name in overlay["runs"]]
+    smk("--cores", "2", "--cache", *cfg, "--directory", str(tmp_path / "a"), *ckpts, env=env)
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return os.system, (f"touch {marker}",)
+
+    hostile = {"hyper_parameters": {"method": {"algo": "mdlm"}}, "state_dict": {}, "global_step": Payload()}
+    for ckpt in ckpts:  # someone with write access to the cache replaces the entries
+        entry = Path(os.path.realpath(tmp_path / "a" / ckpt))
+        assert entry.parent == Path(os.path.realpath(tmp_path / "cache"))
+        entry.chmod(0o644)
+        if "zip" in ckpt:
+            torch.save(hostile, entry)
+        else:
+            entry.write_bytes(pickle.dumps(hostile))
+    samples = [f"results/samples/{name}/mdlm_ancestral_T2_s0.jsonl" for name in overlay["runs"]]
+    res = smk("--cores", "2", "--cache", "--keep-going", *cfg, "--directory", str(tmp_path / "b"), *samples, env=env,
+              check=False)
+    log = res.stdout + res.stderr
+    assert res.returncode != 0 and all(f"{ckpt} from cache" in log for ckpt in ckpts), log[-3000:]
+    for name in overlay["runs"]:
+        job_log = (tmp_path / "b" / "logs" / "sample" / name / "mdlm_ancestral_T2_s0.log").read_text()
+        assert f"checkpoint 'results/models/{name}/final.ckpt' refused: it names posix.system" in job_log, job_log
+    assert not marker.exists()
+    assert not any((tmp_path / "b" / s).exists() for s in samples)
+
+
 def test_invalid_config_stops_before_any_job(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(Path(SMOKE).read_text().replace("packing: wrap", "packing: wrapped"))

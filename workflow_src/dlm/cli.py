@@ -46,7 +46,7 @@ def cmd_gen_ppl(a: argparse.Namespace) -> None:
 def cmd_train(a: argparse.Namespace) -> None:
     import yaml
 
-    from dlm.train import train
+    from dlm.train import train, with_integral
 
     if (a.run_config is None) == (a.hp is None):
         raise SystemExit("dlm train: give exactly one of --run-config FILE and --hp JSON")
@@ -55,9 +55,8 @@ def cmd_train(a: argparse.Namespace) -> None:
             hp = yaml.safe_load(f)
     else:
         hp = json.loads(a.hp)
-    if a.integral:  # DUO curriculum: the cached Gaussian-to-discrete transformation
-        hp["algo_args"] = {**hp.get("algo_args", {}), "integral_path": a.integral}
-    train(a.data, a.out, a.run_dir or str(Path(a.out).parent), hp, threads=a.threads)
+    # DUO curriculum: the cached Gaussian-to-discrete transformation
+    train(a.data, a.out, a.run_dir or str(Path(a.out).parent), with_integral(hp, a.integral), threads=a.threads)
 
 
 def parse_settings(items: list[str] | None) -> dict:
