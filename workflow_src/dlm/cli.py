@@ -213,8 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "s-sahoo/duo-distilled, louaaron/sedd-small, dvruette/gidd-*). EMA weights are "
                                    "imported where the file has them. Files are read without a general unpickle.")
     s.add_argument("src", help="checkpoint file, HF model folder or hub name")
-    s.add_argument("--algo", required=True, choices=["mdlm", "udlm", "sedd", "gidd", "ar", "d3pm", "duo"],
-                   help="our method (DUO base and distilled: udlm)")
+    s.add_argument("--algo", required=True, choices=["mdlm", "udlm", "sedd", "gidd", "ar", "d3pm", "duo", "dcd", "sdtt"],
+                   help="our method (DUO base: udlm; distilled students: dcd for DUO, sdtt for SDTT)")
     s.add_argument("--out", required=True, help="output .ckpt path")
     s.add_argument("--tokenizer", default=None, help="tokenizer name or path (default: the source folder's, else "
                                                      "gpt2); saved next to --out")
