@@ -131,6 +131,30 @@ def cmd_readme_results(args) -> None:
     print(f"{args.readme}: results block updated from {args.claims}")
 
 
+def cmd_released(a: argparse.Namespace) -> None:
+    from dlm.checkpoints import registry
+    from dlm.utils import write_json
+
+    if a.action == "list":
+        for name, e in registry.load(a.registry).items():
+            x = e["expects"]
+            settings = ", ".join(f"{k} {x[k]}" for k in ("length", "time_conditioning", "weights", "p_uniform", "T",
+                                                         "sampler") if k in x)
+            print(f"{name}\t{e['status']}\t{registry.describe(e)}\t{e['layout']} -> {e['algo']}\t{settings}")
+        return
+    if not a.name:
+        raise ValueError("dlm released fetch: give the checkpoint's NAME (`dlm released list`)")
+    e = registry.entry(a.name, a.registry)
+    path = registry.fetch(e, a.dir)
+    lock = registry.make_lock(a.name, e, path)
+    lock_path = Path(a.lock_dir) / f"{a.name}.json"
+    if lock_path.is_file():  # fetched before: the files must be the locked ones
+        registry.verify(a.name, json.loads(lock_path.read_text()), path)
+    else:
+        write_json(lock_path, lock)
+    print(f"{a.name}: {path} (commit {lock['commit']}; lock {lock_path})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dlm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--log", help="write logs to this file instead of stderr")
@@ -236,6 +260,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--figure-dest", default="docs/figures/frontier.png", help="where the figure is copied, "
                                                                              "relative to the README")
     s.set_defaults(func=cmd_readme_results)
+
+    s = sub.add_parser("released", help="the registry of released checkpoints: list them, or fetch one and lock its "
+                                        "sha256 (as the workflow's rule released_checkpoint)")
+    s.add_argument("action", choices=["list", "fetch"])
+    s.add_argument("name", nargs="?", help="fetch: the checkpoint's registry name")
+    s.add_argument("--registry", default=None, help="registry file (default: dlm/checkpoints/registry.yaml)")
+    s.add_argument("--dir", default="resources/released", help="folder of the hand-downloaded (Google Drive) files")
+    s.add_argument("--lock-dir", default="resources/released/locks", help="where the lock NAME.json is written")
+    s.set_defaults(func=cmd_released)
 
     s = sub.add_parser("unlock-stale", help="remove the locks a killed Snakemake left behind (none while a "
                                             "Snakemake or its jobs still work in the directory)")

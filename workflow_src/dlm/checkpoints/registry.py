@@ -78,7 +78,10 @@ def _expand(name: str, entry: dict) -> dict[str, dict]:
     body = {k: v for k, v in entry.items() if k != "matrix"}
     for combo in itertools.product(*matrix.values()):
         values = dict(zip(matrix, combo))
-        out[name.format_map(values)] = _substitute(copy.deepcopy(body), values)
+        expanded = name.format_map(values)
+        if expanded in out:
+            raise RegistryError(f"checkpoint {expanded!r} is listed twice (checkpoints.{name}.matrix)")
+        out[expanded] = _substitute(copy.deepcopy(body), values)
     return out
 
 
@@ -190,11 +193,12 @@ def download_hub(repo: str, revision: str = "main", files: list[str] | None = No
     try:
         folder = Path(snapshot_download(repo, revision=revision, allow_patterns=files))
     except Exception as e:  # offline and not cached, unknown repo or revision, gated, network errors
-        offline = " (HF_HUB_OFFLINE is set)" if constants.HF_HUB_OFFLINE else ""
+        why = (f"it is not in the Hugging Face cache {constants.HF_HUB_CACHE} and HF_HUB_OFFLINE is set"
+               if constants.HF_HUB_OFFLINE else _first_line(e))
         raise CheckpointUnavailable(
-            f"cannot fetch {repo}@{revision} from the Hugging Face hub{offline}: {_first_line(e)}; on a machine "
-            f"with access run `hf download {repo} --revision {revision}` with the same HF_HOME (cache "
-            f"{constants.HF_HUB_CACHE}), or copy its files into a folder and import that folder") from None
+            f"cannot fetch {repo}@{revision}: {why}; download it where the hub is reachable with `hf download {repo} "
+            f"--revision {revision}` into the same cache (HF_HOME / HF_HUB_CACHE), or put its files in a folder and "
+            "import that folder (a run's `import:`)") from None
     missing = [f for f in files or [] if not any(c in f for c in "*?[") and not (folder / f).exists()]
     if missing:
         raise CheckpointUnavailable(f"{repo}@{revision}: the snapshot {folder} lacks {', '.join(missing)}")

@@ -1,0 +1,237 @@
+"""Released checkpoints to tables: the registry (sources, settings, the sha256 lock), config/paper/released.yaml's
+DAG, one-line errors for checkpoints that are not on the machine, and the whole released DAG run offline on tiny
+stand-ins written in each family's released layout (tests/test_import.py's writers), from a Hugging Face cache
+and a folder of hand-downloaded files, to its tables."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from dlm.checkpoints import registry
+from dlm.config import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+RELEASED = ROOT / "config" / "paper" / "released.yaml"
+K_GPT2 = 50258  # GPT-2 + [MASK]: the vocabulary of every released language model
+
+
+# --- the shipped registry and config ------------------------------------------------------------------
+
+def test_registry_lists_every_checkpoint_of_the_seed_repositories():
+    from dlm.checkpoints.convert import ALGOS, LAYOUTS
+    from dlm.config import SAMPLER_ALGOS
+
+    reg = registry.load()
+    hub = {e["source"]["hub"] for e in reg.values() if "hub" in e["source"]}
+    assert {"kuleshov-group/mdlm-owt", "s-sahoo/duo", "s-sahoo/duo-distilled", "louaaron/sedd-small",
+            "louaaron/sedd-medium", "jdeschena/duo2-cifar10", "jdeschena/sdtt"} <= hub
+    assert {f"dvruette/gidd-{s}-p_unif-{p}" for s in ("small", "base") for p in ("0.0", "0.1", "0.2")} <= hub
+    drive = {e["source"]["file"] for e in reg.values() if "gdrive" in e["source"]}
+    assert drive == {"ar.ckpt", "mdlm.ckpt", "sedd.ckpt", "duo.ckpt", "duo-distilled.ckpt"}
+    assert reg["duo2-cifar10"]["status"] == "pending-images"  # DUO++'s release: the image model
+    assert len([n for n in reg if n.startswith("sdtt-")]) == 1 + 21 + 21 + 3  # teacher, students, scaling, teachers
+    assert reg["sdtt-kld-r7"]["source"]["revision"] == "baselines_kld_step_70000"
+    assert reg["gidd-base-pu0.2"]["expects"]["p_uniform"] == 0.2 and reg["gidd-base-pu0.2"]["expects"]["length"] == 512
+    for name, e in reg.items():
+        if e["status"] != "importable":
+            continue
+        assert e["layout"] in LAYOUTS and e["algo"] in ALGOS, name
+        assert e["algo"] in SAMPLER_ALGOS[e["expects"]["sampler"]], name  # the recommended sampler applies
+        assert e["expects"]["weights"] in registry.WEIGHTS and e["tokenizer"] == "gpt2", name
+
+
+def test_released_config_runs_the_registry_and_the_paper_names():
+    cfg = yaml.safe_load(RELEASED.read_text())
+    reg = registry.load()
+    names = {r: e["released"] for r, e in cfg["runs"].items()}
+    assert all(reg[n]["status"] == "importable" for n in names.values())
+    # at least: MDLM, DUO base and distilled, the DUO baselines, SEDD small and medium, every GIDD+ checkpoint
+    wanted = {"mdlm-owt", "mdlm-owt-ckpt", "ar-owt-ckpt", "sedd-owt-ckpt", "duo-owt", "duo-owt-distilled",
+              "sedd-small", "sedd-medium"} | {f"gidd-{s}-pu{p}" for s in ("small", "base") for p in ("0.0", "0.1", "0.2")}
+    assert wanted <= set(names.values())
+    # the run names the paper values use (config/paper_values.yaml), and its same_model aliases are runs here
+    from dlm.report.paper_values import load, same_model
+
+    paper_runs = set(load(ROOT / "config" / "paper_values.yaml")[0]["run"])
+    assert {"ar", "mdlm", "sedd", "duo", "duo_dcd"} <= set(names) & paper_runs
+    assert set(same_model(ROOT / "config" / "paper_values.yaml")) <= set(names)
+
+
+def test_registry_file_errors_name_the_key(tmp_path):
+    bad = tmp_path / "reg.yaml"
+    for body, match in [
+        ({"x": {"title": "t", "announced": [], "layout": "weights", "algo": "mdlm", "source": {"hub": "a/b"}}},
+         r"checkpoints.x.source.files"),
+        ({"x": {"title": "t", "announced": [], "layout": "weights", "algo": "mdlm", "source": {"gdrive": "u", "file": "f"},
+                "expects": {"weights": "best"}}}, r"checkpoints.x.expects.weights: value 'best'"),
+        ({"x": {"title": "t", "announced": [], "layout": "weights", "algo": "mdlm", "source": {"gdrive": "u", "file": "f"},
+                "colour": 1}}, r"unknown keys \['colour'\]"),
+        ({"x-{a}": {"matrix": {"a": [1, 1]}, "title": "t", "announced": [], "layout": "weights", "algo": "mdlm",
+                    "source": {"gdrive": "u", "file": "f{a}"}}}, r"'x-1' is listed twice"),
+    ]:
+        bad.write_text(yaml.safe_dump({"checkpoints": body}))
+        with pytest.raises(registry.RegistryError, match=match):
+            registry.load(bad)
+    with pytest.raises(registry.RegistryError, match="did you mean mdlm-owt"):
+        registry.entry("mdlm-ow")
+
+
+def test_expand_released_fills_the_algo_and_refuses_what_cannot_be_imported():
+    cfg = {"tokenizer": {"kind": "pretrained", "name_or_path": "gpt2"},
+           "runs": {"a": {"released": "duo-owt-distilled"}, "b": {"released": "gidd-small-pu0.1", "algo": "gidd"},
+                    "c": {"algo": "mdlm"}}}
+    out = registry.expand_released(cfg)
+    assert set(out) == {"a", "b"} and cfg["runs"]["a"]["algo"] == "dcd" and "tokenizer" not in cfg["runs"]["a"]
+    other = {"tokenizer": {"kind": "bpe"}, "runs": {"a": {"released": "mdlm-owt"}}}
+    registry.expand_released(other)
+    assert other["runs"]["a"]["tokenizer"] == "gpt2"  # the checkpoint's own tokenizer when the pipeline's differs
+    for runs, match in [({"a": {"released": "duo2-cifar10"}}, "pending-images"),
+                        ({"a": {"released": "mdlm-ow"}}, r"runs.a.released.*did you mean mdlm-owt"),
+                        ({"a": {"released": "mdlm-owt", "import": "x"}}, "not both")]:
+        with pytest.raises(ConfigError, match=match):
+            registry.expand_released({"runs": runs})
+
+
+# --- fetching, locks and their checks (offline: a Hugging Face cache written here) -----------------------
+
+def hub_cache(cache: Path, repo: str, files: dict[str, bytes], revision: str = "main", blobs: bool = False) -> Path:
+    """A Hugging Face hub cache entry as huggingface_hub writes it: snapshots/<commit>/FILE (with `blobs`,
+    symlinks to blobs named by the content's sha256, as the hub names LFS files) and refs/<revision>."""
+    base = cache / f"models--{repo.replace('/', '--')}"
+    commit = hashlib.sha1(f"{repo}@{revision}".encode()).hexdigest()
+    snap = base / "snapshots" / commit
+    snap.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        if blobs:
+            blob = base / "blobs" / hashlib.sha256(data).hexdigest()
+            blob.parent.mkdir(parents=True, exist_ok=True)
+            blob.write_bytes(data)
+            (snap / name).symlink_to(os.path.relpath(blob, snap))
+        else:
+            (snap / name).write_bytes(data)
+    (base / "refs").mkdir(exist_ok=True)
+    (base / "refs" / revision).write_text(commit)
+    return snap
+
+
+@pytest.fixture
+def offline_cache(tmp_path, monkeypatch):
+    """HF_HUB_CACHE pointed at an empty folder here, offline (huggingface_hub reads its constants at import)."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hf"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return cache
+
+
+def test_hub_checkpoint_is_locked_and_checked(offline_cache, tmp_path):
+    e = registry.entry("mdlm-owt")
+    with pytest.raises(registry.CheckpointUnavailable) as err:  # offline and not in the cache: one line
+        registry.fetch(e)
+    assert "\n" not in str(err.value) and "hf download kuleshov-group/mdlm-owt --revision main" in str(err.value)
+    snap = hub_cache(offline_cache, "kuleshov-group/mdlm-owt", {"config.json": b"{}", "model.safetensors": b"w" * 10},
+                     blobs=True)
+    path = registry.fetch(e)
+    lock = registry.make_lock("mdlm-owt", e, path)
+    assert path == snap and lock["commit"] == snap.name
+    assert lock["files"]["model.safetensors"] == {"sha256": hashlib.sha256(b"w" * 10).hexdigest(), "bytes": 10,
+                                                 "hub_blob_checked": True}
+    assert registry.materialize(e, lock) == snap  # the locked commit, from the cache
+    os.unlink(snap / "model.safetensors")  # a file that differs from the hub's blob (a corrupted download)
+    (snap / "model.safetensors").write_bytes(b"x" * 10)
+    with pytest.raises(registry.ChecksumMismatch, match="its lock"):
+        registry.materialize(e, lock)
+    (snap / "model.safetensors").unlink()
+    blob = offline_cache / "models--kuleshov-group--mdlm-owt" / "blobs" / hashlib.sha256(b"w" * 10).hexdigest()
+    blob.write_bytes(b"x" * 10)
+    (snap / "model.safetensors").symlink_to(blob)
+    with pytest.raises(registry.ChecksumMismatch, match="corrupted download"):
+        registry.make_lock("mdlm-owt", e, snap)
+    moved = {**e, "source": {**e["source"], "revision": "v2"}}
+    with pytest.raises(registry.ChecksumMismatch, match="delete the lock"):
+        registry.materialize(moved, lock)
+
+
+def test_drive_checkpoint_missing_then_locked(tmp_path):
+    e = registry.entry("ar-owt-ckpt")
+    with pytest.raises(registry.CheckpointUnavailable) as err:
+        registry.fetch(e, tmp_path)
+    msg = str(err.value)
+    assert "\n" not in msg and "download ar.ckpt from the Google Drive folder https://drive.google.com/drive/folders/" \
+        "16LuuptK7Xfk-vzhQYZBZ0SA-B-BFluau" in msg and f"put it at {tmp_path / 'ar.ckpt'}" in msg
+    (tmp_path / "ar.ckpt").write_bytes(b"abc")
+    lock = registry.make_lock("ar-owt-ckpt", e, registry.fetch(e, tmp_path))
+    assert lock["commit"] is None and lock["files"]["ar.ckpt"]["sha256"] == hashlib.sha256(b"abc").hexdigest()
+    (tmp_path / "ar.ckpt").write_bytes(b"abd")
+    with pytest.raises(registry.ChecksumMismatch, match="changed since the lock was written"):
+        registry.materialize(e, lock, tmp_path)
+    published = {**e, "sha256": {"ar.ckpt": "0" * 64}}
+    with pytest.raises(registry.ChecksumMismatch, match="the registry publishes"):
+        registry.make_lock("ar-owt-ckpt", published, tmp_path / "ar.ckpt")
+
+
+def test_cli_released_fetch_writes_the_lock_and_fails_in_one_line(tmp_path, capsys, offline_cache):
+    from dlm.cli import main
+
+    assert main(["released", "fetch", "sedd-small", "--lock-dir", str(tmp_path / "locks")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "louaaron/sedd-small@main" in err[0] and "Traceback" not in err[0]
+    hub_cache(offline_cache, "louaaron/sedd-small", {"config.json": b"{}", "model.safetensors": b"s"})
+    assert main(["released", "fetch", "sedd-small", "--lock-dir", str(tmp_path / "locks")]) == 0
+    lock = json.loads((tmp_path / "locks" / "sedd-small.json").read_text())
+    assert set(lock["files"]) == {"config.json", "model.safetensors"} and len(lock["commit"]) == 40
+    assert main(["released", "list"]) == 0 and "gidd-base-pu0.2\timportable" in capsys.readouterr().out
+
+
+# --- the workflow ------------------------------------------------------------------------------------
+
+def smk(*args, cwd, env=None, check=True):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "PYTHONPATH": str(ROOT / "workflow_src"), **(env or {})}
+    res = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), *args], cwd=cwd,
+                         capture_output=True, text=True, env=env)
+    if check and res.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{res.stdout[-3000:]}\n{res.stderr[-5000:]}")
+    return res
+
+
+def job_counts(output: str) -> dict[str, int]:
+    counts = {}
+    for line in output.split("Job stats:")[-1].splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit() and parts[0] != "total":
+            counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def tables_of(output: str) -> set[str]:
+    paths = (p.strip(",") for p in output.split())
+    return {p.split("/")[-1][:-3] for p in paths if p.startswith("results/tables/") and p.endswith(".md")}
+
+
+def test_released_config_dag(tmp_path):
+    """Every run is fetched (one lock each) and imported, none trained; the models built for 1024 tokens get val
+    and zero-shot PPL, GIDD's (512) is sampled and self-corrected only; the DAG ends in the papers' tables."""
+    res = smk("-n", "--cores", "2", "--configfile", str(RELEASED), "--directory", str(tmp_path), "-p", cwd=tmp_path)
+    cfg = yaml.safe_load(RELEASED.read_text())
+    runs = cfg["runs"]
+    gidd = [r for r, e in runs.items() if e["released"].startswith("gidd-")]
+    counts = job_counts(res.stdout)
+    assert counts["released_checkpoint"] == counts["import_ckpt"] == len(runs)
+    assert "train" not in counts and "distill" not in counts and "integral" not in counts
+    assert counts["val_ppl"] == len(runs) - len(gidd) == counts["zero_shot_ppl"]  # the judge is gpt2-large
+    assert counts["sample"] == sum(len(p["steps"]) for p in cfg["sampling"]["plan"])
+    assert tables_of(res.stdout) >= {"val_ppl", "zero_shot", "gen_ppl", "distill", "remdm", "sampler_speed",
+                                     "semi_ar", "self_correction", "cost"}
+    assert "gidd_pu" not in tables_of(res.stdout) and not any(f"results/eval/{r}/val_ppl.json" in res.stdout
+                                                              for r in gidd)
