@@ -298,7 +298,7 @@ def import_inputs(wildcards):
 
 
 def released_lock(name):
-    return f"resources/released/locks/{name}.json"
+    return f"resources/checkpoint_locks/{name}.json"
 
 
 def released_source(name):

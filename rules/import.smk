@@ -9,7 +9,7 @@ localrules:
 
 rule released_checkpoint:
     output:
-        "resources/released/locks/{name}.json",
+        "resources/checkpoint_locks/{name}.json",
     wildcard_constraints:
         name=only(sorted({e["name"] for e in RELEASED.values()})),
     params:

@@ -337,7 +337,7 @@ def test_released_dag_on_stand_ins(tmp_path):
             "--directory", str(work))
     env = {"HF_HUB_CACHE": str(cache)}
     # the Drive file is not there yet: its lock job fails with one line saying where to download it and put it
-    res = smk(*args, "resources/released/locks/ar-owt-ckpt.json", cwd=tmp_path, env=env, check=False)
+    res = smk(*args, "resources/checkpoint_locks/ar-owt-ckpt.json", cwd=tmp_path, env=env, check=False)
     lines = [ln for ln in (res.stdout + res.stderr).splitlines() if ln.startswith("error: ")]
     assert res.returncode != 0 and "Traceback" not in res.stdout + res.stderr
     assert lines and all(ln == lines[0] for ln in lines), lines
@@ -351,7 +351,7 @@ def test_released_dag_on_stand_ins(tmp_path):
     assert all((work / "results" / "tables" / f"{t}.md").is_file() for t in tables), tables
     for run in E2E_RUNS:  # each import read its layout from the locked files (hub: the cached commit)
         name = shipped["runs"][run]["released"]
-        lock = json.loads((work / "resources" / "released" / "locks" / f"{name}.json").read_text())
+        lock = json.loads((work / "resources" / "checkpoint_locks" / f"{name}.json").read_text())
         assert (lock["commit"] is None) == ("gdrive" in entries[name]["source"])
         assert all(f["hub_blob_checked"] for f in lock["files"].values()) == ("hub" in entries[name]["source"])
     val = pd.read_csv(work / "results" / "tables" / "val_ppl.csv").set_index("run")

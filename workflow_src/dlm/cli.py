@@ -267,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("name", nargs="?", help="fetch: the checkpoint's registry name")
     s.add_argument("--registry", default=None, help="registry file (default: dlm/checkpoints/registry.yaml)")
     s.add_argument("--dir", default="resources/released", help="folder of the hand-downloaded (Google Drive) files")
-    s.add_argument("--lock-dir", default="resources/released/locks", help="where the lock NAME.json is written")
+    s.add_argument("--lock-dir", default="resources/checkpoint_locks", help="where the lock NAME.json is written")
     s.set_defaults(func=cmd_released)
 
     s = sub.add_parser("unlock-stale", help="remove the locks a killed Snakemake left behind (none while a "

@@ -30,7 +30,7 @@ import yaml
 
 REGISTRY = Path(__file__).with_name("registry.yaml")
 LOCAL_DIR = "resources/released"  # hand-downloaded files (Google Drive): LOCAL_DIR/FILE
-LOCK_DIR = "resources/released/locks"  # the lock of each checkpoint: LOCK_DIR/NAME.json
+LOCK_DIR = "resources/checkpoint_locks"  # the lock of each checkpoint: LOCK_DIR/NAME.json
 STATUSES = ("importable", "pending-images")
 WEIGHTS = ("ema", "raw", "stored")
 EXPECTS = {"length": int, "time_conditioning": bool, "weights": str, "p_uniform": float, "T": int, "sampler": str}

@@ -1,5 +1,5 @@
 """Snakemake script of rule released_checkpoint: fetch one registry checkpoint (a hub snapshot into the HF cache,
-or the hand-downloaded Google Drive file) and write its lock (resources/released/locks/NAME.json: the sha256 and
+or the hand-downloaded Google Drive file) and write its lock (resources/checkpoint_locks/NAME.json: the sha256 and
 size of every file, the hub commit). A checkpoint that cannot be fetched ends the job with one line saying what
 to download and where to put it.
 
