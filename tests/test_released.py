@@ -361,3 +361,13 @@ def test_released_dag_on_stand_ins(tmp_path):
     assert set(sc["run"]) == {"reference", "gidd_pu01"}  # the held-out text's row, then GIDD's
     distill = pd.read_csv(work / "results" / "tables" / "distill.csv")
     assert {"duo_dcd", "sdtt_kld_r7"} <= set(distill["run"])
+
+
+def test_a_second_copy_of_a_model_gets_its_paper_values(tmp_path):
+    """paper_values.yaml's same_model: mdlm_ckpt (Drive mdlm.ckpt) is reported beside MDLM's published numbers."""
+    from dlm.report.tables import val_ppl_table
+
+    p = tmp_path / "mdlm_ckpt.json"
+    p.write_text(json.dumps({"run": "mdlm_ckpt", "algo": "mdlm", "val_ppl": 23.0, "val_nll": 3.135}))
+    df = val_ppl_table([p], tmp_path / "t", paper_values=ROOT / "config" / "paper_values.yaml", dataset="owt")
+    assert df.set_index("run").loc["mdlm_ckpt", "paper_val_ppl"] == 23.2
