@@ -146,6 +146,9 @@ def test_hub_checkpoint_is_locked_and_checked(offline_cache, tmp_path):
     assert lock["files"]["model.safetensors"] == {"sha256": hashlib.sha256(b"w" * 10).hexdigest(), "bytes": 10,
                                                  "hub_blob_checked": True}
     assert registry.materialize(e, lock) == snap  # the locked commit, from the cache
+    with pytest.MonkeyPatch.context() as mp:  # without asking the hub (a compute node without network)
+        mp.setattr(registry, "download_hub", lambda *a, **k: pytest.fail("materialize went to the hub"))
+        assert registry.materialize(e, lock) == snap
     os.unlink(snap / "model.safetensors")  # a file that differs from the hub's blob (a corrupted download)
     (snap / "model.safetensors").write_bytes(b"x" * 10)
     with pytest.raises(registry.ChecksumMismatch, match="its lock"):

@@ -271,13 +271,24 @@ def verify(name: str, lock: dict, path: Path) -> None:
                                    "changed since the lock was written; delete the lock to accept the new file)")
 
 
+def cached_snapshot(repo: str, commit: str) -> Path | None:
+    """The HF-cache snapshot folder of `repo` at `commit` (HF_HUB_CACHE/models--OWNER--NAME/snapshots/COMMIT),
+    if it is there."""
+    from huggingface_hub import constants
+
+    folder = Path(constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}" / "snapshots" / commit
+    return folder if folder.is_dir() else None
+
+
 def materialize(e: dict, lock: dict, local_dir: str | os.PathLike = LOCAL_DIR) -> Path:
-    """The locked checkpoint on this machine: the hub snapshot at the locked commit (from the cache when it is
-    there) or the local file, checked file by file against the lock."""
+    """The locked checkpoint on this machine: the hub snapshot at the locked commit (read from the cache without
+    asking the hub, so compute nodes need no network; fetched otherwise) or the local file, checked file by file
+    against the lock."""
     if lock.get("source") != e["source"]:
         raise ChecksumMismatch(f"{e['name']}: its lock is for {lock.get('source')}, the registry now says "
                                f"{e['source']}; delete the lock to fetch the new source")
-    path = fetch(e, local_dir, revision=lock.get("commit"))
+    cached = cached_snapshot(e["source"]["hub"], lock["commit"]) if "hub" in e["source"] and lock.get("commit") else None
+    path = cached or fetch(e, local_dir, revision=lock.get("commit"))
     verify(e["name"], lock, path)
     return path
 
