@@ -354,7 +354,8 @@ ZERO_SHOT = list(config["zero_shot"]["corpora"])
 
 
 def zero_shot_runs():
-    """Runs scored on the zero-shot corpora: zero_shot.runs, or (null) every run except the judge."""
+    """Runs scored on the zero-shot corpora: zero_shot.runs, or (null) every run except the judge whose context is
+    the packed block length (`fits_blocks`)."""
     runs = config["zero_shot"].get("runs")  # a key named `runs` gets no schema default (dlm.config.NOT_FILLED)
     if runs is None:
         return [r for r in SCORED if r != config["evaluation"]["judge"]]

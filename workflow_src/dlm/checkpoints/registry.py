@@ -85,6 +85,16 @@ def _expand(name: str, entry: dict) -> dict[str, dict]:
     return out
 
 
+def _typed(value: Any, kind: type, key: str) -> Any:
+    """`value` as `kind` (a matrix value such as "0.1" becomes 0.1); booleans must be booleans."""
+    if kind is bool and not isinstance(value, bool):
+        raise RegistryError(f"{key}: value {value!r} is not a bool")
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise RegistryError(f"{key}: value {value!r} is not a {kind.__name__}") from None
+
+
 def _check_entry(name: str, e: dict, where: str) -> dict:
     key = f"{where}: checkpoints.{name}"
     unknown = set(e) - ENTRY_KEYS
@@ -105,16 +115,11 @@ def _check_entry(name: str, e: dict, where: str) -> dict:
     e.setdefault("status", "importable")
     if e["status"] not in STATUSES:
         raise RegistryError(f"{key}.status: value {e['status']!r} is invalid: expected one of {list(STATUSES)}")
-    expects = dict(e.get("expects") or {})
-    for k, v in list(expects.items()):
+    expects = {}
+    for k, v in (e.get("expects") or {}).items():
         if k not in EXPECTS:
             raise RegistryError(f"{key}.expects.{k}: unknown setting; expected some of {list(EXPECTS)}")
-        try:
-            expects[k] = EXPECTS[k](v) if EXPECTS[k] is not bool or isinstance(v, bool) else None
-        except (TypeError, ValueError):
-            expects[k] = None
-        if expects[k] is None:
-            raise RegistryError(f"{key}.expects.{k}: value {v!r} is not a {EXPECTS[k].__name__}")
+        expects[k] = _typed(v, EXPECTS[k], f"{key}.expects.{k}")
     if expects.get("weights", "stored") not in WEIGHTS:
         raise RegistryError(f"{key}.expects.weights: value {expects['weights']!r} is invalid: expected one of "
                             f"{list(WEIGHTS)}")
