@@ -131,6 +131,30 @@ def cmd_readme_results(args) -> None:
     print(f"{args.readme}: results block updated from {args.claims}")
 
 
+def cmd_released(a: argparse.Namespace) -> None:
+    from dlm.checkpoints import registry
+    from dlm.utils import write_json
+
+    if a.action == "list":
+        for name, e in registry.load(a.registry).items():
+            x = e["expects"]
+            settings = ", ".join(f"{k} {x[k]}" for k in ("length", "time_conditioning", "weights", "p_uniform", "T",
+                                                         "sampler") if k in x)
+            print(f"{name}\t{e['status']}\t{registry.describe(e)}\t{e['layout']} -> {e['algo']}\t{settings}")
+        return
+    if not a.name:
+        raise ValueError("dlm released fetch: give the checkpoint's NAME (`dlm released list`)")
+    e = registry.entry(a.name, a.registry)
+    path = registry.fetch(e, a.dir)
+    lock = registry.make_lock(a.name, e, path)
+    lock_path = Path(a.lock_dir) / f"{a.name}.json"
+    if lock_path.is_file():  # fetched before: the files must be the locked ones
+        registry.verify(a.name, json.loads(lock_path.read_text()), path)
+    else:
+        write_json(lock_path, lock)
+    print(f"{a.name}: {path} (commit {lock['commit']}; lock {lock_path})")
+
+
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """Descriptions as written, and each option's default after its help ("(default: 32)"), except where the
     default is None (the help says what happens then) or the option is required."""
@@ -241,8 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "s-sahoo/duo-distilled, louaaron/sedd-small, dvruette/gidd-*). EMA weights are "
                             "imported where the file has them. Files are read without a general unpickle.")
     s.add_argument("src", help="checkpoint file, HF model folder or hub name")
-    s.add_argument("--algo", required=True, choices=["mdlm", "udlm", "sedd", "gidd", "ar", "d3pm", "duo"],
-                   help="our method (DUO base and distilled: udlm)")
+    s.add_argument("--algo", required=True, choices=["mdlm", "udlm", "sedd", "gidd", "ar", "d3pm", "duo", "dcd", "sdtt"],
+                   help="our method (DUO base: udlm; distilled students: dcd for DUO, sdtt for SDTT)")
     s.add_argument("--out", required=True, help="output .ckpt path")
     s.add_argument("--tokenizer", default=None, help="tokenizer name or path (default: the source folder's, else "
                                                      "gpt2); saved next to --out")
@@ -266,6 +290,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--figure-dest", default="docs/figures/frontier.png", help="where the figure is copied, "
                                                                              "relative to the README")
     s.set_defaults(func=cmd_readme_results)
+
+    s = command("released", help="the registry of released checkpoints: list them, or fetch one and lock its "
+                                 "sha256 (as the workflow's rule released_checkpoint)",
+                description="list: every registered checkpoint with its source, layout and expected settings. "
+                            "fetch NAME: download it (huggingface_hub; Google-Drive files: from --dir) and write or "
+                            "check its lock (commit and sha256 of every file).")
+    s.add_argument("action", choices=["list", "fetch"], help="what to do")
+    s.add_argument("name", nargs="?", help="fetch: the checkpoint's registry name")
+    s.add_argument("--registry", default=None, help="registry file (default: dlm/checkpoints/registry.yaml)")
+    s.add_argument("--dir", default="resources/released", help="folder of the hand-downloaded (Google Drive) files")
+    s.add_argument("--lock-dir", default="resources/checkpoint_locks", help="where the lock NAME.json is written")
+    s.set_defaults(func=cmd_released)
 
     s = command("unlock-stale", help="remove the locks a killed Snakemake left behind (none while a "
                                      "Snakemake or its jobs still work in the directory)",

@@ -252,7 +252,7 @@ def _cross_checks(config: dict) -> list[str]:
     for name in runs:
         hp = resolve_run(config, name)
         spec, algo = hp.get("distill"), hp.get("algo")
-        if algo in DISTILL_FROM and not spec:
+        if algo in DISTILL_FROM and not spec and not (hp.get("import") or hp.get("released")):  # imported students
             out.append(f"key 'runs.{name}.distill': missing: algo {algo!r} distils another run; give "
                        f"{{from: RUN, rounds: N}}")
         elif spec and algo not in DISTILL_FROM:

@@ -78,11 +78,12 @@ def paper_rows(df: pd.DataFrame, corpora: Sequence[str], path: str | os.PathLike
     if path is None or dataset is None:
         return pd.DataFrame()
     entries, _ = paper_values.load(path)
+    aliases = paper_values.same_model(path)
     entries = entries[(entries["dataset"] == dataset) & (entries["table"] == "zero_shot")
                       & (entries["metric"] == "zero_shot_ppl") & entries["corpus"].isin(list(corpora))]
     rows = []
     for _, ours in df.iterrows():
-        mine = entries[entries["run"] == ours["run"]]
+        mine = entries[entries["run"] == aliases.get(ours["run"], ours["run"])]
         if not mine.empty:
             rows.append({"source": "; ".join(dict.fromkeys(mine["source"])), "run": ours["run"], "algo": ours["algo"],
                          **{c: float(v) for c, v in zip(mine["corpus"], mine["value"])}})
