@@ -397,6 +397,7 @@ rule table_claims:
         ),
     params:
         entropy_margin=config["evaluation"]["entropy_margin"],
+        single_seed=config["evaluation"]["claims_single_seed"],
     log:
         "logs/report/table_claims.log",
     conda:

@@ -172,3 +172,18 @@ def test_shipped_claims_file_is_valid():
 
     spec = C.read_spec(Path(__file__).resolve().parents[1] / "config" / "claims.yaml")
     assert len({c["id"] for c in spec["claims"]}) == len(spec["claims"])
+
+
+def test_single_seed_claims_can_be_decided_on_evaluation_noise(tmp_path):
+    """Released checkpoints are fixed models: `single_seed: evaluation` decides a one-seed claim on the paired
+    evaluation interval (and says so); the default leaves it inconclusive."""
+    base = np.random.default_rng(1).uniform(20, 24, size=40)
+    val = [_val(tmp_path, "solo", "solo", 1, base), _val(tmp_path, "solo2", "solo2", 1, base + 1)]
+    spec = {"claims": [{"id": "v", "statement": "s", "test": "val_better", "a": "solo", "b": "solo2"}]}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(spec))
+    df = C.claims_table(tmp_path / "c.yaml", tmp_path / "t", val_jsons=val)
+    assert df.at[0, "verdict"] == "inconclusive"
+    df = C.claims_table(tmp_path / "c.yaml", tmp_path / "t", val_jsons=val, single_seed="evaluation")
+    assert df.at[0, "verdict"] == "holds" and "evaluation noise only" in df.at[0, "note"]
+    with pytest.raises(ValueError, match="single_seed"):
+        C.claims_table(tmp_path / "c.yaml", tmp_path / "t", val_jsons=val, single_seed="always")

@@ -258,7 +258,7 @@ def _not_run(claim: dict, missing: str) -> dict:
     return _row(claim, _compared(claim), "", None, "not run", f"not in this config: {missing}")
 
 
-def claim_val(claim: dict, res: Results, margin: float) -> dict:
+def claim_val(claim: dict, res: Results, margin: float, single_seed: str = "inconclusive") -> dict:
     a = str(claim["a"])
     bs = [str(b) for b in (claim["b"] if isinstance(claim["b"], list) else [claim["b"]])]
     missing = [x for x in [a, *bs] if x not in res.val]
@@ -270,7 +270,12 @@ def claim_val(claim: dict, res: Results, margin: float) -> dict:
     worst = None
     for b in bs:
         tr, ev, note = _val_pair(res, a, b, pool)
-        verdict = decide(tr, kind, margin) if np.isfinite(tr.lo) else "inconclusive"
+        if np.isfinite(tr.lo):
+            verdict = decide(tr, kind, margin)
+        elif single_seed == "evaluation":  # fixed models (released checkpoints): the claim is about these models
+            verdict, note = decide(ev, kind, margin), "one model per entry: the interval covers evaluation noise only"
+        else:
+            verdict = "inconclusive"
         iv = tr if np.isfinite(tr.lo) else ev
         key = (rank[verdict], -abs(iv.effect) if kind == "less" else abs(iv.effect))
         if worst is None or key > worst[0]:
@@ -415,8 +420,12 @@ def claim_train_cost(claim: dict, res: Results, margin: float) -> dict:
                 float(np.exp(np.mean(xa))), float(np.exp(np.mean(xb))))
 
 
-def evaluate_claims(spec: dict, res: Results, entropy_margin: float) -> pd.DataFrame:
-    """One row per claim of `spec` (config/claims.yaml) on the indexed results."""
+def evaluate_claims(spec: dict, res: Results, entropy_margin: float, single_seed: str = "inconclusive") -> pd.DataFrame:
+    """One row per claim of `spec` (config/claims.yaml) on the indexed results. `single_seed`: the verdict of a
+    training claim whose entries have one training seed each, "inconclusive" (training noise unknown; the default)
+    or "evaluation" (decided on the evaluation-noise interval: for fixed models such as released checkpoints)."""
+    if single_seed not in ("inconclusive", "evaluation"):
+        raise ValueError(f"single_seed = {single_seed!r} is invalid: expected 'inconclusive' or 'evaluation'")
     margin = float(spec.get("margin_nats", 0.1))
     rows = []
     for claim in spec["claims"]:
@@ -424,7 +433,7 @@ def evaluate_claims(spec: dict, res: Results, entropy_margin: float) -> pd.DataF
         if test not in TESTS:
             raise ValueError(f"claim {claim.get('id')!r}: unknown test {test!r}; expected one of {list(TESTS)}")
         if test in ("val_better", "val_close"):
-            rows.append(claim_val(claim, res, margin))
+            rows.append(claim_val(claim, res, margin, single_seed))
         elif test == "gen_better":
             rows.append(claim_gen(claim, res, margin, entropy_margin))
         elif test == "mauve_better":
@@ -462,11 +471,12 @@ def _fmt(v: float, digits: int = 3) -> str:
 
 
 def claims_table(spec_path: str | os.PathLike, out_stem: str | os.PathLike, val_jsons=(), gen_jsons=(),
-                 mauve_jsons=(), bench_files=(), reference=None, entropy_margin: float = 0.5) -> pd.DataFrame:
+                 mauve_jsons=(), bench_files=(), reference=None, entropy_margin: float = 0.5,
+                 single_seed: str = "inconclusive") -> pd.DataFrame:
     """Write ``{out_stem}.csv/.md/.tex``: one row per claim with the effect, its 95% interval and the verdict."""
     spec = read_spec(spec_path)
     res = Results.read(val_jsons, gen_jsons, mauve_jsons, bench_files, reference)
-    df = evaluate_claims(spec, res, entropy_margin)
+    df = evaluate_claims(spec, res, entropy_margin, single_seed)
     value = lambda v: "–" if not np.isfinite(v) else f"{v:.4g}"  # noqa: E731
     shown = pd.DataFrame({
         "claim": [f"{c} ({src})" if src else c for c, src in zip(df["claim"], df["source"])],
