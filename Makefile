@@ -3,12 +3,14 @@
 #                 results section (the claims table) from this run
 #   make report - report.html: every table and figure of the finished run with its caption (snakemake --report)
 #   make test   - the test suite (unit tests + a smoke run of the whole DAG)
+# and one setup step for Slurm clusters:
+#   make slurm-profile - link profiles/slurm where Snakemake finds profiles by name: `snakemake --profile slurm`
 VENV ?= .venv
 PY := $(VENV)/bin/python
 CORES ?= 2
 REPORT ?= report.html
 
-.PHONY: setup run report smoke test lint bench clean
+.PHONY: setup run report smoke test lint bench clean slurm-profile
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -36,6 +38,17 @@ test: setup
 
 lint: setup
 	$(VENV)/bin/snakemake --lint
+
+# Snakemake looks for `--profile NAME` in the working directory, $XDG_CONFIG_HOME/snakemake (default
+# ~/.config/snakemake) and /etc/xdg/snakemake; a link (not a copy) keeps the profile edited here in use
+PROFILE_DIR ?= $(or $(XDG_CONFIG_HOME),$(HOME)/.config)/snakemake
+slurm-profile:
+	@mkdir -p "$(PROFILE_DIR)"
+	@if [ -e "$(PROFILE_DIR)/slurm" ] && [ ! -L "$(PROFILE_DIR)/slurm" ]; then \
+	  echo "$(PROFILE_DIR)/slurm exists and is not a link: move it away, then run make slurm-profile again" >&2; \
+	  exit 1; fi
+	ln -sfn "$(CURDIR)/profiles/slurm" "$(PROFILE_DIR)/slurm"
+	@echo "snakemake --profile slurm now uses $(CURDIR)/profiles/slurm"
 
 bench: setup
 	$(PY) bench/run_all.py

@@ -48,7 +48,10 @@ wildcard_constraints:
 
 
 def by_attempt(base):
-    """A resource that grows with Snakemake's attempt (retries): base on the first, 2 x base on the second..."""
+    """A resource that grows with Snakemake's attempt (retries): base on the first, 2 x base on the second...
+    For jobs that cannot resume (evaluation, sampling), where a retry after running out of memory or time needs
+    more; training and distillation ask for the same on every attempt (they continue from last.ckpt, and a
+    time limit requeues them without an attempt: dlm.resume)."""
     return lambda wildcards, attempt: base * attempt
 
 

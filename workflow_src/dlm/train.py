@@ -30,7 +30,8 @@ from dlm.algos import get_method
 from dlm.checkpoints.safe_load import load_checkpoint
 from dlm.data.dataset import PackedDataset, TrainOrder, read_meta, verify_packed
 from dlm.models.ema import EMA
-from dlm.resume import PREEMPTED_EXIT, Preempted, Preemption, dist_rank_world, gather_rng_states, set_rng_state
+from dlm.resume import (PREEMPTED_EXIT, Preempted, Preemption, dist_rank_world, gather_rng_states, job_time_limit,
+                         set_rng_state)
 from dlm.train_log import attempt_logger, metrics_path, write_metrics
 from dlm.utils import config_hash, sha256_file
 
@@ -258,8 +259,8 @@ def trainer_plugins(tr: dict) -> list:
 
 def cluster_plugins(tr: dict) -> list:
     """Lightning's cluster environment. Under Slurm with one task per rank (srun, ntasks = devices x nodes):
-    Slurm's, without Lightning's auto-requeue (the job exits 75 on a signal and Snakemake retries it, which
-    resumes); a single Slurm task that is to drive several devices (Snakemake's Slurm executor starts one):
+    Slurm's, without Lightning's auto-requeue (dlm.resume requeues the job itself before its time limit; on a
+    signal the job exits 75 and Snakemake retries it, which resumes); a single Slurm task that is to drive several devices (Snakemake's Slurm executor starts one):
     Lightning's own launcher, which starts the other ranks itself. Outside Slurm: Lightning's default."""
     from lightning.pytorch.plugins.environments import LightningEnvironment, SLURMEnvironment
 
@@ -297,6 +298,8 @@ def train(data_dir: str, out_ckpt: str, run_dir: str, hp: dict, threads: int | N
           init_ckpt: str | None = None, init_weights: str = "ema", callbacks: list | None = None) -> None:
     """Train (or resume) one run and write `out_ckpt`. On SIGUSR1/SIGTERM it saves `last.ckpt` at the end of
     the optimiser step in flight and exits with `PREEMPTED_EXIT` (dlm.resume); rerunning resumes exactly.
+    In a Slurm job with a time limit it stops by itself shortly before the limit, saves and requeues the job
+    (dlm.resume.job_time_limit): a run longer than the limit trains in a chain of jobs.
     `callbacks`: extra Lightning callbacks (notebooks, tests)."""
     tr = resolve_trainer(hp)
     if threads:
@@ -326,8 +329,8 @@ def train(data_dir: str, out_ckpt: str, run_dir: str, hp: dict, threads: int | N
         limit_val_batches=tr["val_batches"], num_sanity_val_steps=0, default_root_dir=run_dir,
         # training curves (dlm.train_log): one CSV per attempt beside last.ckpt, merged at the end
         logger=attempt_logger(ckpt_dir, done_steps), log_every_n_steps=tr["log_every"],
-        callbacks=[checkpointing, StepLogger(tr["log_every"], tokens_per_step), Preemption(last, tr["accumulate"]),
-                   *(callbacks or [])],
+        callbacks=[checkpointing, StepLogger(tr["log_every"], tokens_per_step),
+                   Preemption(last, tr["accumulate"], job_time_limit()), *(callbacks or [])],
         enable_progress_bar=sys.stderr.isatty(), enable_model_summary=False, use_distributed_sampler=False,
     )
     if last.exists():
