@@ -188,8 +188,8 @@ def test_slurm_durations_and_the_stop_lead():
     assert [slurm_duration(t) for t in ("1-02:03:04", "2:03:04", "3:04", "0:45", "1:00", "7-00:00:00")] == \
         [93784.0, 7384.0, 184.0, 45.0, 60.0, 604800.0]
     assert [slurm_duration(t) for t in ("UNLIMITED", "NOT_SET", "INVALID", "", "12", "a:b")] == [None] * 6
-    # a tenth of the limit, at most 10 minutes: fits a 1-minute partition (where a fixed 3 minutes did not)
-    assert [stop_lead(s) for s in (60, 600, 3600, 86400, 172800)] == [6.0, 60.0, 360.0, 600.0, 600.0]
+    # a tenth of the limit, at least 20 s and at most 10 minutes: fits a 1-minute partition (a fixed 3 minutes did not)
+    assert [stop_lead(s) for s in (60, 120, 600, 3600, 86400, 172800)] == [20.0, 20.0, 60.0, 360.0, 600.0, 600.0]
 
 
 FAKE_SQUEUE = """#!/bin/sh
@@ -229,37 +229,37 @@ def test_job_out_of_time_saves_requeues_itself_and_the_chain_ends_with_the_unint
     """In a Slurm job whose time is up (time left below the stop lead), training saves after the step in flight
     and requeues the job (scontrol requeue JOBID); each such job advances the run, and the last one, with time
     to spare, ends with the weights of a run never interrupted. Where Slurm refuses the requeue, the job exits
-    75 (a Snakemake retry resumes it)."""
+    75 (a Snakemake retry resumes it). Out of time at the last step, the job requeues too, and the next one only
+    writes the final checkpoint (its validation and writing might not have fit before the limit)."""
     from dlm.train import train
 
     hp = hp_of("mdlm")
+    hp["trainer"]["max_steps"] = 4
     monkeypatch.delenv("SLURM_JOB_ID")
     train(str(tiny), str(tmp_path / "plain" / "final.ckpt"), str(tmp_path / "plain"), hp, threads=1)
     monkeypatch.setenv("SLURM_JOB_ID", "4242")
 
     run = tmp_path / "chain"
     out = run / "final.ckpt"
-    monkeypatch.setenv("FAKE_SQUEUE_OUT", "RUNNING|0:05|1:00")  # 5 s left, the stop lead is 6 s: time is up
-    for job in (1, 2):
-        with pytest.raises(SystemExit) as exc:
+    monkeypatch.setenv("FAKE_SQUEUE_OUT", "RUNNING|0:15|1:00")  # 15 s left, the stop lead is 20 s: time is up
+    for job in (1, 2, 3, 4):
+        monkeypatch.setenv("FAKE_SCONTROL_ERR", "scontrol: error: Requested operation is presently disabled"
+                           if job == 3 else "")
+        with caplog.at_level("WARNING"), pytest.raises(SystemExit) as exc:
             train(str(tiny), str(out), str(run), hp, threads=1)
         assert exc.value.code == PREEMPTED_EXIT and not out.exists()
-        assert last_step(run) == job  # one optimiser step (2 accumulated batches) per job
+        assert last_step(run) == job  # one optimiser step (2 accumulated batches) per job; the 4th is the last
     calls = fake_slurm.read_text().splitlines()
-    assert calls.count("scontrol requeue 4242") == 2 and calls[0] == "--noheader --jobs 4242 --format %T|%L|%l"
-
-    monkeypatch.setenv("FAKE_SCONTROL_ERR", "scontrol: error: Requested operation is presently disabled")
-    with caplog.at_level("WARNING"), pytest.raises(SystemExit) as exc:
-        train(str(tiny), str(out), str(run), hp, threads=1)
-    assert exc.value.code == PREEMPTED_EXIT and last_step(run) == 3
+    assert calls.count("scontrol requeue 4242") == 4 and calls[0] == "--noheader --jobs 4242 --format %T|%L|%l"
     assert "could not requeue Slurm job 4242: scontrol: error: Requested operation" in caplog.text
-    assert "was not requeued: exiting with code 75" in caplog.text
+    assert caplog.text.count("was not requeued: exiting with code 75") == 1
 
     monkeypatch.setenv("FAKE_SQUEUE_OUT", "RUNNING|23:59:30|1-00:00:00")  # the next job has time for the rest
     train(str(tiny), str(out), str(run), hp, threads=1)
     a, b = weights(tmp_path / "plain" / "final.ckpt"), weights(out)
     for k in a:
         assert torch.equal(a[k], b[k]), k
+    assert torch.load(out, map_location="cpu", weights_only=False)["global_step"] == 4
 
 
 class SignalAtStart(L.Callback):
@@ -267,7 +267,7 @@ class SignalAtStart(L.Callback):
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-@pytest.mark.parametrize("squeue_out", ["RUNNING|0:05|1:00", "RUNNING|UNLIMITED|UNLIMITED", "COMPLETED|0:00|1:00",
+@pytest.mark.parametrize("squeue_out", ["RUNNING|0:15|1:00", "RUNNING|UNLIMITED|UNLIMITED", "COMPLETED|0:00|1:00",
                                         "PENDING|1:00|1:00"])
 def test_no_requeue_on_a_signal_without_a_time_limit_or_for_a_job_not_running(tiny, tmp_path, fake_slurm,
                                                                                 monkeypatch, squeue_out):
@@ -282,7 +282,23 @@ def test_no_requeue_on_a_signal_without_a_time_limit_or_for_a_job_not_running(ti
     with pytest.raises(SystemExit) as exc:
         train(str(tiny), str(tmp_path / "final.ckpt"), str(tmp_path), hp, threads=1, callbacks=[SignalAtStart()])
     assert exc.value.code == PREEMPTED_EXIT and last_step(tmp_path) == 1
-    if squeue_out != "RUNNING|0:05|1:00":
+    if squeue_out != "RUNNING|0:15|1:00":
         train(str(tiny), str(tmp_path / "final.ckpt"), str(tmp_path), hp, threads=1)
         assert (tmp_path / "final.ckpt").exists()
     assert "scontrol" not in fake_slurm.read_text()
+
+
+def test_ddp_ranks_stop_at_the_same_step_and_only_rank_0_requeues(tiny, tmp_path, fake_slurm):
+    """Two DDP ranks (gloo, Lightning's launcher, inside a one-task Slurm job) whose time is up: they agree on
+    the step, write one last.ckpt together, and rank 0 alone requeues the job; both exit 75."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "ddp_train.py"
+    script.write_text(DDP_SCRIPT)
+    env = {**os.environ, **SLURM_ONE_TASK, "FAKE_SQUEUE_OUT": "RUNNING|0:15|1:00"}
+    res = subprocess.run([sys.executable, str(script), str(tiny), str(tmp_path)], capture_output=True, text=True,
+                         timeout=600, env=env)
+    assert res.returncode == PREEMPTED_EXIT, res.stderr[-4000:]
+    assert fake_slurm.read_text().splitlines().count("scontrol requeue 7") == 1
+    assert last_step(tmp_path) == 1 and not (tmp_path / "final.ckpt").exists()

@@ -36,9 +36,11 @@ log = logging.getLogger("dlm.train")
 
 PREEMPTED_EXIT = 75  # EX_TEMPFAIL: "try again later"
 SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
-# a job stops this share of its time limit before the end, but never more than LEAD_CAP_S before it: room to
-# finish the optimiser step in flight, write last.ckpt and requeue (6 s of a 1-minute limit, 10 min of 24 h)
+# a job stops this share of its time limit before the end, at least LEAD_MIN_S and at most LEAD_CAP_S before it:
+# room to finish the optimiser step in flight, write last.ckpt and requeue, or at the end of a run to validate,
+# write the final checkpoint and let Snakemake finish the job (20 s of a 1-minute limit, 6 min of 1 h, 10 min of 24 h)
 LEAD_FRACTION = 0.1
+LEAD_MIN_S = 20.0
 LEAD_CAP_S = 600.0
 
 
@@ -57,8 +59,9 @@ def slurm_duration(text: str) -> float | None:
 
 
 def stop_lead(limit_s: float) -> float:
-    """How long before its time limit a job stops: LEAD_FRACTION of the limit, at most LEAD_CAP_S."""
-    return min(LEAD_FRACTION * limit_s, LEAD_CAP_S)
+    """How long before its time limit a job stops: LEAD_FRACTION of the limit, within [LEAD_MIN_S, LEAD_CAP_S]
+    (Slurm's shortest limit is a minute, so the lead always leaves at least 40 s to train)."""
+    return min(max(LEAD_FRACTION * limit_s, LEAD_MIN_S), LEAD_CAP_S)
 
 
 @dataclass(frozen=True)
@@ -194,7 +197,9 @@ class Preemption(L.Callback):
         if trainer.world_size > 1:
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
         signum, out_of_time = int(flag[0]), bool(flag[1])
-        if not (signum or out_of_time) or trainer.global_step >= trainer.max_steps:
+        # a signal at the last step: the run ends now anyway. Out of time at the last step: the final validation
+        # and checkpoint might not fit before the limit, so the next job writes them
+        if not out_of_time and (not signum or trainer.global_step >= trainer.max_steps):
             return
         trainer.save_checkpoint(self.ckpt_path)
         step = trainer.global_step
