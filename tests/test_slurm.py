@@ -323,14 +323,14 @@ def job_record(job: str) -> dict[str, str]:
 
 @pytest.mark.slurm
 def test_run_longer_than_the_partition_time_limit_trains_in_a_chain_of_jobs(slurm_cluster, short_partition, tmp_path):
-    """A site's partition caps jobs at 2 minutes; a run needs more than one job's worth of training (about 150 s
+    """A site's partition caps jobs at 2 minutes; a run needs more than one job's worth of training (about 120 s
     on this host, measured first; a job trains at most 100 s). Through Snakemake with the shipped profile, edited
     only as a site would (train's partition and runtime: 2): each job stops itself 20 s before the limit, saves
-    and requeues itself, the
-    next run of the same job resumes, and the last one writes the final checkpoint, whose weights equal those of
-    an uninterrupted run (trained meanwhile outside Slurm). No job reaches its time limit and none is a Snakemake
-    retry. A run that diverges (loss NaN at step 1) in the same workflow fails, once and once more on the
-    profile's retry, without being requeued."""
+    and requeues itself, the next run of the same job resumes, and the last one writes the final checkpoint,
+    whose weights equal those of an uninterrupted run (trained meanwhile outside Slurm, at the lowest CPU
+    priority so that the chain trains at the measured speed). No job reaches its time limit and none is a
+    Snakemake retry. A run that diverges (a non-finite loss at step 1) in the same workflow fails, once and once
+    more on the profile's retry, without being requeued."""
     import json
 
     import torch
@@ -345,15 +345,16 @@ def test_run_longer_than_the_partition_time_limit_trains_in_a_chain_of_jobs(slur
             "diverge": {"algo": "mdlm", "optim": {"lr": 1.0e37}}}
     overlay.write_text(yaml.safe_dump({"runs": runs}))
     rate = steps_per_second(packed, resolved_run([smoke, overlay], "chain"), tmp_path / "clock")
-    steps = max(10, round(150 * rate))  # 1.5 x what one job can train at most (100 s of a 2-minute job)
+    steps = max(10, round(120 * rate))  # 1.2 x what one job can train at most (100 s of a 2-minute job)
     runs["chain"]["trainer"]["max_steps"] = steps
     overlay.write_text(yaml.safe_dump({"runs": runs}))
     hp = resolved_run([smoke, overlay], "chain")
     assert hp["trainer"]["max_steps"] == steps
 
-    reference = subprocess.Popen([sys.executable, "-m", "dlm.cli", "--log", str(tmp_path / "reference.log"), "train",
-                                  "--data", str(packed), "--hp", json.dumps(hp), "--out",
-                                  str(tmp_path / "reference" / "final.ckpt"), "--threads", "2"])
+    reference = subprocess.Popen(["nice", "-n", "19", sys.executable, "-m", "dlm.cli", "--log",
+                                  str(tmp_path / "reference.log"), "train", "--data", str(packed), "--hp",
+                                  json.dumps(hp), "--out", str(tmp_path / "reference" / "final.ckpt"),
+                                  "--threads", "2"])
     profile = site_profile(tmp_path / "profile", short_partition, 2)
     targets = ["results/models/chain/final.ckpt", "results/models/diverge/final.ckpt"]
     res = subprocess.run(snakemake_cmd("--profile", str(profile), "--configfile", str(smoke), str(overlay),
@@ -393,7 +394,8 @@ def test_run_longer_than_the_partition_time_limit_trains_in_a_chain_of_jobs(slur
     assert len(jobs["diverge"]) == 2, log[-5000:]  # the first job and the profile's one retry, then it stopped
     for job in jobs["diverge"]:  # each ended FAILED, not requeued (Slurm forgets it after MinJobAge: the log says)
         assert f"SLURM-job '{job}' failed, SLURM status is: 'FAILED'" in log, log[-5000:]
-    assert "the training loss is nan at optimiser step 1" in (work / "logs" / "train" / "diverge.log").read_text()
+    assert re.search(r"run 'diverge': the training loss is (nan|inf) at optimiser step 1 ",
+                     (work / "logs" / "train" / "diverge.log").read_text())
     print(f"chain: {steps} steps ({rate:.2f} steps/s measured) in {links} runs of one Slurm job of at most 2 minutes,"
           f" requeued at {requeued}")
 
@@ -417,7 +419,8 @@ def test_profile_by_name_after_make_slurm_profile(tmp_path):
     assert after.returncode == 0, log[-3000:]
     assert "Using profile slurm" in log and "slurm_partition=debug" in log and "slurm_extra=--open-mode=append" in log
     # a second `make slurm-profile` keeps the link; a real folder in its place is not overwritten
-    subprocess.run(["make", "--no-print-directory", "slurm-profile"], cwd=ROOT, check=True, capture_output=True, env=env)
+    subprocess.run(["make", "--no-print-directory", "slurm-profile"], cwd=ROOT, check=True, capture_output=True,
+                   env=env)
     link.unlink()
     link.mkdir()
     res = subprocess.run(["make", "--no-print-directory", "slurm-profile"], cwd=ROOT, capture_output=True, text=True,
