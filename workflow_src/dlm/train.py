@@ -260,8 +260,9 @@ def trainer_plugins(tr: dict) -> list:
 def cluster_plugins(tr: dict) -> list:
     """Lightning's cluster environment. Under Slurm with one task per rank (srun, ntasks = devices x nodes):
     Slurm's, without Lightning's auto-requeue (dlm.resume requeues the job itself before its time limit; on a
-    signal the job exits 75 and Snakemake retries it, which resumes); a single Slurm task that is to drive several devices (Snakemake's Slurm executor starts one):
-    Lightning's own launcher, which starts the other ranks itself. Outside Slurm: Lightning's default."""
+    signal the job exits 75 and Snakemake retries it, which resumes); a single Slurm task that is to drive
+    several devices (Snakemake's Slurm executor starts one): Lightning's own launcher, which starts the other
+    ranks itself. Outside Slurm: Lightning's default."""
     from lightning.pytorch.plugins.environments import LightningEnvironment, SLURMEnvironment
 
     if not SLURMEnvironment.detect():
