@@ -473,6 +473,12 @@ def image_variant(wildcards):
     return resolve_variant(IMG_CFG, wildcards.isampler)
 
 
+def image_guidance(wildcards):
+    """The guidance weight of class-conditional files (unconditional ones take none: a changed weight reruns only
+    the class-conditional samples)."""
+    return IMG["sampling"]["guidance"] if wildcards.icond == "class" else None
+
+
 def image_condition(wildcards):
     return {v: k for k, v in IMG_CONDITIONS.items()}[wildcards.icond]
 

@@ -115,7 +115,7 @@ rule images_sample:
     params:
         settings=image_variant,
         condition=image_condition,
-        guidance=IMG["sampling"]["guidance"],
+        guidance=image_guidance,
         labels_from=IMG["sampling"]["labels_from"],
         num_samples=IMG["sampling"]["num_samples"],
         batch_size=IMG["sampling"]["batch_size"],

@@ -18,8 +18,7 @@ import time
 import numpy as np
 import torch
 
-from dlm.data.images import read_split, tokens_to_images
-from dlm.data.dataset import read_meta
+from dlm.data.images import read_meta, read_split, tokens_to_images
 from dlm.sampling import resolve_settings, run_sampler
 from dlm.utils import atomic_path
 
@@ -37,7 +36,7 @@ def sample_labels(data_dir: str, split: str, num_samples: int | None) -> np.ndar
 
 def generate_images(ckpt: str, data_dir: str, sampler: str, steps: int, seed: int, condition: str, out: str,
                     labels_from: str = "train", num_samples: int | None = None, batch_size: int = 500,
-                    guidance: float = 1.0, settings: dict | None = None, variant: str | None = None, run: str = "",
+                    guidance: float | None = 1.0, settings: dict | None = None, variant: str | None = None, run: str = "",
                     device: str = "auto") -> dict:
     """Sample len(labels) images (see the module docstring) in batches and write the .npz `out`; return the record."""
     from dlm.algos import load_module
@@ -65,7 +64,8 @@ def generate_images(ckpt: str, data_dir: str, sampler: str, steps: int, seed: in
         elif condition == "none":
             lab = torch.full_like(lab, module.num_classes)
         t0 = time.perf_counter()
-        res = run_sampler(module, sampler, n, steps, g, settings=own, labels=lab, guidance=guidance)
+        res = run_sampler(module, sampler, n, steps, g, settings=own, labels=lab,
+                          guidance=1.0 if guidance is None else guidance)
         if device == "cuda":
             torch.cuda.synchronize()
         seconds += time.perf_counter() - t0

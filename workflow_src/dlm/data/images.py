@@ -32,7 +32,6 @@ import numpy as np
 import torch
 
 from dlm.data.dataset import TrainOrder, read_meta
-from dlm.resume import dist_rank_world
 from dlm.utils import atomic_path, sha256_file, write_json
 
 log = logging.getLogger("dlm.data.images")
@@ -241,6 +240,8 @@ class FlipOrder(torch.utils.data.Sampler):
         return np.concatenate(out) if out else np.zeros(0, np.uint8)
 
     def __iter__(self):
+        from dlm.resume import dist_rank_world
+
         rank, _ = dist_rank_world()
         n, pos = self.order.n, self.order.start_batch * self.order.batch_size
         bits = np.zeros(0, np.uint8)

@@ -70,7 +70,8 @@ class DuoCosine(Schedule):
     CIFAR-10 scripts): with u = pi (1 - eps) t / 2,  alpha_t = 1 - cos(pi/2 - u) = 1 - sin(u), so alpha_0 = 1 and
     alpha_1 = 1 - cos(pi eps / 2) (~1.2e-6 for eps 1e-3). Not MDLM's `cosine`: alpha_{1/2} is 0.29 here, 0.71 there.
 
-    alpha is computed as 2 sin^2(pi/4 - u/2) (the same number, without the cancellation of 1 - sin u near t = 1).
+    For u > pi/4 alpha is computed as 2 sin^2(pi/4 - u/2) (the same number, without the cancellation of 1 - sin u
+    near t = 1).
     The derivative is the exact -(1 - eps)(pi/2) cos(u); the original drops the chain factor (1 - eps) (its
     log-linear schedule keeps it), which scales its NELBO weight by 1/(1 - eps), +0.1% at eps 1e-3.
     NELBO weight -alpha'/(1 - alpha) = (1 - eps)(pi/2) cot(u).
@@ -80,7 +81,7 @@ class DuoCosine(Schedule):
 
     def alpha(self, t):
         u = 0.5 * math.pi * (1.0 - self.eps) * t
-        return 2.0 * torch.sin(0.25 * math.pi - 0.5 * u) ** 2
+        return torch.where(u < 0.25 * math.pi, 1.0 - torch.sin(u), 2.0 * torch.sin(0.25 * math.pi - 0.5 * u) ** 2)
 
     def dalpha(self, t):
         return -(1.0 - self.eps) * 0.5 * math.pi * torch.cos(0.5 * math.pi * (1.0 - self.eps) * t)

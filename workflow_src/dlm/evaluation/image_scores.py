@@ -14,8 +14,7 @@ import logging
 import numpy as np
 import torch
 
-from dlm.data.dataset import read_meta
-from dlm.data.images import hflip, read_split
+from dlm.data.images import hflip, read_meta, read_split
 from dlm.evaluation.fid import ImageScorer, inception_extractors, shuffled_pixels
 from dlm.utils import provenance, write_json
 

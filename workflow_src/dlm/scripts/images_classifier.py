@@ -1,5 +1,4 @@
-from dlm.data.images import read_split
-from dlm.data.dataset import read_meta
+from dlm.data.images import read_meta, read_split
 from dlm.evaluation.classifier import save_classifier, train_classifier
 from dlm.utils import provenance, setup_job, write_json
 

@@ -1,7 +1,6 @@
 from pathlib import Path
 
-from dlm.data.dataset import read_meta
-from dlm.data.images import read_split
+from dlm.data.images import read_meta, read_split
 from dlm.report.images import images_grid
 from dlm.utils import setup_job
 
