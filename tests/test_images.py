@@ -405,3 +405,24 @@ def test_image_config_checks():
     uncond = {**base, "train_defaults": {"model": {"class_conditional": False}}}
     assert "not class-conditional" in _image_checks(uncond)[0]
     assert "needs the path" in _image_checks({"dataset": {"kind": "cifar10"}})[0]
+
+
+def test_cifar10_paper_config_plans_duos_experiment(tmp_path):
+    """config/paper/cifar10.yaml layered on the default: the `images` target plans DUO's CIFAR-10 experiment (two
+    UNet runs, 64-step ancestral and 256-step Psi samplers, Inception FID) and nothing of the text DAG."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    res = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(root / "Snakefile"), "-n", "--cores", "2",
+                          "--configfile", str(root / "config" / "config.yaml"), str(root / "config/paper/cifar10.yaml"),
+                          "--directory", str(tmp_path), "images"], capture_output=True, text=True,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    stats = res.stdout.split("Job stats:")[-1]
+    counts = {line.split()[0]: int(line.split()[1]) for line in stats.splitlines()
+              if len(line.split()) == 2 and line.split()[1].isdigit()}
+    assert counts["images_train"] == 2 and counts["images_sample"] == 10 and counts["images_score"] == 10
+    assert "images_classifier" not in counts and "train" not in counts  # Inception features; no text job
+    assert "results/images/cifar10/samples/duo/duo_ancestral_class_T64_s1.npz" in res.stdout
