@@ -517,8 +517,8 @@ def test_changed_image_guidance_reruns_only_class_conditional_samples(smoke_work
     cfg["images"]["sampling"]["guidance"] = 2.0
     changed = tmp_path / "smoke_guidance.yaml"
     changed.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    res = smk("-n", *SMOKE_PROFILE, "--configfile", str(changed), "--directory", str(smoke_work),
-              "--rerun-triggers", "mtime", "params", "input", "images")
+    res = smk("-n", "images", *SMOKE_PROFILE, "--configfile", str(changed), "--directory", str(smoke_work),
+              "--rerun-triggers", "mtime", "params", "input")
     counts = job_counts(res.stdout)
     assert counts == {"images_sample": 1, "images_score": 1, "table_images": 1, "figure_images": 1, "images": 1}, counts
     assert "duo_ancestral_class_T4_s0.npz" in res.stdout and "uncond_T4" not in res.stdout
