@@ -351,7 +351,7 @@ def test_two_smoke_runs_in_fresh_copies_give_identical_metrics(smoke_work, tmp_p
         rows = [[json.loads(x)["tokens"] for x in (w / rel).read_text().splitlines()] for w in (smoke_work, second)]
         assert rows[0] == rows[1], str(rel)
     images = sorted(p.relative_to(second) for p in (second / "results" / "images").rglob("eval/**/*.json"))
-    assert len(images) >= 3  # the reference rows and the score of each image sample file
+    assert len(images) >= 2  # the reference rows and the score of each image sample file
     for rel in images:
         a, b = (json.loads((w / rel).read_text()) for w in (smoke_work, second))
         assert {k: v for k, v in a.items() if k not in ("provenance", "seconds_per_image")} == \
