@@ -21,6 +21,7 @@ include: "rules/evaluate.smk"
 include: "rules/zero_shot.smk"
 include: "rules/mauve.smk"
 include: "rules/report.smk"
+include: "rules/images.smk"
 
 
 rule all:

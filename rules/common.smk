@@ -486,8 +486,10 @@ def report_targets():
 
 # each paper's tables and figures (a target rule per paper lists those this config produces)
 PAPERS = {
-    "duo_paper": {"tables": ["val_ppl", "zero_shot", "duo_curriculum", "gen_ppl", "distill", "sampler_speed", "cost"],
-                  "figures": ["gen_ppl_steps", "entropy_steps", "mauve_steps", "frontier", "training_curves"]},
+    "duo_paper": {"tables": ["val_ppl", "zero_shot", "duo_curriculum", "gen_ppl", "distill", "sampler_speed", "cost",
+                             "images"],
+                  "figures": ["gen_ppl_steps", "entropy_steps", "mauve_steps", "frontier", "training_curves",
+                              "images_samples"]},
     "mdlm_paper": {"tables": ["val_ppl", "zero_shot", "gen_ppl", "semi_ar", "sampler_speed", "cost"],
                    "figures": ["gen_ppl_steps", "entropy_steps", "training_curves"]},
     "remdm_paper": {"tables": ["gen_ppl", "remdm", "sampler_speed"],
@@ -519,4 +521,79 @@ def all_targets():
             targets += mauve_jsons() + ["results/eval/reference/mauve_heldout.json"]
         targets += table_files("gen_ppl") + figure_files("gen_ppl_steps") + table_files(*sampler_tables())
     targets += report_targets() + table_files("claims")
+    targets += images_targets()
     return targets
+
+
+# ---- images (rules/images.smk): pixels as tokens, FID / IS, the images table and figure ----
+from dlm.config import image_config
+
+IMG = config["images"]
+IMG_CFG = image_config(IMG)  # train_defaults / runs / sampling of the images section, as resolve_run reads them
+IMAGE_RUNS = sorted(IMG_CFG["runs"])
+IMG_DIR = f"results/images/{IMG['dataset']['name']}"
+IMG_CONDITIONS = {"class": "class", "none": "uncond"}  # plan condition -> file-name part
+
+
+def image_run_params(wildcards):
+    """The image run's resolved settings (images.train_defaults merged with images.runs.RUN)."""
+    return resolve_run(IMG_CFG, wildcards.irun)
+
+
+def image_sample_jobs():
+    """(run, sampler variant, condition file part, steps, seed) of every planned image sample file."""
+    jobs = []
+    for entry in IMG["sampling"]["plan"]:
+        for cond in entry.get("conditions", ["class"]):
+            for steps in entry["steps"]:
+                for seed in entry.get("seeds", IMG["sampling"]["seeds"]):
+                    job = (entry["run"], entry["sampler"], IMG_CONDITIONS[cond], steps, seed)
+                    if job not in jobs:
+                        jobs.append(job)
+    return jobs
+
+
+def image_variant(wildcards):
+    """The full settings of an image sample file's sampler variant (a changed setting reruns it)."""
+    return resolve_variant(IMG_CFG, wildcards.isampler)
+
+
+def image_guidance(wildcards):
+    """The guidance weight of class-conditional files (unconditional ones take none: a changed weight reruns only
+    the class-conditional samples)."""
+    return IMG["sampling"]["guidance"] if wildcards.icond == "class" else None
+
+
+def image_condition(wildcards):
+    return {v: k for k, v in IMG_CONDITIONS.items()}[wildcards.icond]
+
+
+def image_sample_files():
+    return [f"{IMG_DIR}/samples/{r}/{s}_{c}_T{t}_s{seed}.npz" for r, s, c, t, seed in image_sample_jobs()]
+
+
+def image_score_jsons():
+    return [f"{IMG_DIR}/eval/{r}/{s}_{c}_T{t}_s{seed}.json" for r, s, c, t, seed in image_sample_jobs()]
+
+
+def image_data_inputs(wildcards):
+    """The CIFAR-10 archive when it exists (a changed file reruns the data; a missing one is the job's one-line
+    error naming what to download)."""
+    path = IMG["dataset"].get("path")
+    return [path] if IMG["dataset"]["kind"] == "cifar10" and path and os.path.exists(path) else []
+
+
+def image_feature_inputs(wildcards):
+    """What the FID features need: the pipeline's classifier, or the Inception weights file when present."""
+    ev = IMG["evaluation"]
+    if ev["features"] == "classifier":
+        return {"classifier": f"{IMG_DIR}/features/classifier.pt", "report": f"{IMG_DIR}/features/classifier.json"}
+    weights = ev.get("inception_weights")
+    return {"weights": weights} if weights and os.path.exists(weights) else {}
+
+
+def images_targets():
+    """The images table and sample grid (none without image runs or a sampling plan)."""
+    if not IMAGE_RUNS or not image_sample_jobs():
+        return []
+    return table_files("images") + figure_files("images_samples")

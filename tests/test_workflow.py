@@ -422,6 +422,12 @@ def test_two_smoke_runs_in_fresh_copies_give_identical_metrics(smoke_work, tmp_p
         rel = path.relative_to(second)
         rows = [[json.loads(x)["tokens"] for x in (w / rel).read_text().splitlines()] for w in (smoke_work, second)]
         assert rows[0] == rows[1], str(rel)
+    images = sorted(p.relative_to(second) for p in (second / "results" / "images").rglob("eval/**/*.json"))
+    assert len(images) >= 2  # the reference rows and the score of each image sample file
+    for rel in images:
+        a, b = (json.loads((w / rel).read_text()) for w in (smoke_work, second))
+        assert {k: v for k, v in a.items() if k not in ("provenance", "seconds_per_image")} == \
+            {k: v for k, v in b.items() if k not in ("provenance", "seconds_per_image")}, str(rel)
 
 
 def _train_overlay(tmp_path, steps: int):
@@ -504,7 +510,7 @@ def test_report_html_holds_every_table_and_figure(smoke_work, smoke_report):
     assert {"val_ppl.csv", "gen_ppl.csv", "cost.csv", "remdm.csv"} <= set(tables)
     assert pages == sorted(t.replace(".csv", ".html") for t in tables)  # every table also as it reads
     assert set(figures) == {f"{f}.png" for f in ("gen_ppl_steps", "entropy_steps", "mauve_steps", "frontier",
-                                                  "training_curves")}
+                                                  "training_curves", "images_samples")}
     missing = [name for name in tables + pages + figures if name not in html]
     assert not missing, missing
     # the tables are shown as their Markdown reads (formatted cells, bold where rows compete, the caption),
@@ -516,7 +522,7 @@ def test_report_html_holds_every_table_and_figure(smoke_work, smoke_report):
     assert len(shown) == len(pages) and any("<strong>" in page for page in shown)
     assert all('<p class="caption">' in page for page in shown)
     # the captions say what each item shows and how it was made
-    for phrase in ("nucleus", "CSVLogger", "max_rss", "gen_ppl_table", "entropy_figure"):
+    for phrase in ("nucleus", "CSVLogger", "max_rss", "gen_ppl_table", "entropy_figure", "images_table"):
         assert phrase in html, phrase
     # the figures' images and the tables' data are inside the file (self-contained): no links to results/
     assert "src=\"results/" not in html and "href=\"results/" not in html
@@ -568,6 +574,37 @@ def test_changed_nucleus_p_reruns_only_its_samples_and_tables(smoke_work, tmp_pa
     assert set(counts) <= touched, set(counts) - touched
     assert {"table_gen_ppl", "figure_frontier", "table_cost"} <= set(counts)
 
+
+
+@pytest.mark.e2e
+def test_smoke_image_part(smoke_work):
+    """The image part of the smoke run (rules/images.smk): a digits UNet sampled by class and without, scored by
+    the pipeline's classifier (the table says it is not Inception FID), and the sample grid."""
+    res = smoke_work / "results"
+    df = pd.read_csv(res / "tables" / "images.csv")
+    assert list(df["method"][:2]) == ["data", "data"] and "class" in set(df["condition"].dropna())
+    assert df["fid"].notna().all() and df.loc[1, "fid"] > df.loc[0, "fid"]  # shuffled pixels above the floor
+    assert "not Inception" in (res / "tables" / "images.md").read_text()
+    rec = json.loads((res / "images" / "digits" / "eval" / "duo" / "duo_ancestral_class_T4_s0.json").read_text())
+    assert rec["features"] == "classifier" and 0 <= rec["label_accuracy"] <= 1 and rec["num_images"] == 40
+
+
+@pytest.mark.e2e
+def test_changed_image_guidance_reruns_only_class_conditional_samples(smoke_work, tmp_path):
+    """A changed guidance weight reruns the class-conditional image samples, their scores, the images table and
+    figure; not the image training, the classifier or the reference statistics (unconditional files take no
+    guidance parameter, so they would not rerun either)."""
+    import yaml
+
+    cfg = yaml.safe_load(Path(SMOKE).read_text())
+    cfg["images"]["sampling"]["guidance"] = 2.0
+    changed = tmp_path / "smoke_guidance.yaml"
+    changed.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    res = smk("-n", "images", *SMOKE_PROFILE, "--configfile", str(changed), "--directory", str(smoke_work),
+              "--rerun-triggers", "mtime", "params", "input")
+    counts = job_counts(res.stdout)
+    assert counts == {"images_sample": 1, "images_score": 1, "table_images": 1, "figure_images": 1, "images": 1}, counts
+    assert "duo_ancestral_class_T4_s0.npz" in res.stdout
 
 
 @pytest.mark.e2e

@@ -268,6 +268,48 @@ def _cross_checks(config: dict) -> list[str]:
     judge = config.get("evaluation", {}).get("judge")
     if judge in runs and resolve_run(config, judge)["algo"] != "ar":
         out.append(f"key 'evaluation.judge': value {judge!r} is invalid: the judge run must have algo 'ar'")
+    return out + _image_checks(config.get("images") or {})
+
+
+def image_config(images: dict) -> dict:
+    """The `images` section shaped as the top level `resolve_run` / `resolve_variant` read (train_defaults, runs,
+    sampling): resolve_run(image_config(config["images"]), run) gives an image run's settings."""
+    return {"train_defaults": images.get("train_defaults") or {}, "runs": images.get("runs") or {},
+            "sampling": images.get("sampling") or {}}
+
+
+def _image_checks(images: dict) -> list[str]:
+    """Cross-key checks of the `images` section (rules/images.smk)."""
+    out, cfg = [], image_config(images)
+    runs = cfg["runs"]
+    if (images.get("dataset") or {}).get("kind") == "cifar10" and not images["dataset"].get("path"):
+        out.append("key 'images.dataset.path': value None is invalid: kind cifar10 needs the path of "
+                   "cifar-10-python.tar.gz (or its extracted folder)")
+    for name in runs:
+        hp = resolve_run(cfg, name)
+        model = hp.get("model") or {}
+        if "seeds" in (hp.get("trainer") or {}):
+            out.append(f"key 'images.runs.{name}.trainer.seeds': image runs take one trainer.seed")
+        if model.get("backbone", "unet") == "dit" and model.get("class_conditional", True):
+            out.append(f"key 'images.runs.{name}.model.class_conditional': the DiT takes no class labels; set it "
+                       f"false or use backbone unet")
+    for i, entry in enumerate((cfg["sampling"].get("plan") or [])):
+        run = entry["run"]
+        if run not in runs:
+            out.append(f"key 'images.sampling.plan.{i}.run': value {run!r} is invalid: expected one of {sorted(runs)}")
+            continue
+        hp = resolve_run(cfg, run)
+        try:
+            sampler = resolve_variant(cfg, entry["sampler"])["sampler"]
+        except ConfigError as e:
+            out.append(f"key 'images.sampling.plan.{i}.sampler': {str(e).replace('sampling.', 'images.sampling.')}")
+            continue
+        if hp["algo"] not in SAMPLER_ALGOS[sampler]:
+            out.append(f"key 'images.sampling.plan.{i}.sampler': value {entry['sampler']!r} is invalid: sampler "
+                       f"{sampler!r} does not apply to run {run!r} (algo {hp['algo']!r})")
+        if "class" in entry.get("conditions", ["class"]) and not (hp.get("model") or {}).get("class_conditional", True):
+            out.append(f"key 'images.sampling.plan.{i}.conditions': run {run!r} is not class-conditional "
+                       f"(model.class_conditional false); use conditions [none]")
     return out
 
 

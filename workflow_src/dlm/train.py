@@ -182,13 +182,22 @@ class StepLogger(L.Callback):
 
 
 def loaders(data_dir: str, batch_size: int, seed: int, start_batch: int = 0) -> tuple[DataLoader, DataLoader]:
-    """Train loader: the endless, resumable `TrainOrder` (from batch `start_batch` of this rank); valid: in order."""
+    """Train loader: the endless, resumable `TrainOrder` (from batch `start_batch` of this rank); valid: in order.
+    Image data (`dlm.data.images`): images with their labels, randomly mirrored (`FlipOrder`) when meta says hflip."""
     verify_packed(data_dir, ("train", "valid"))
-    train_ds, valid_ds = PackedDataset(data_dir, "train"), PackedDataset(data_dir, "valid")
+    image = read_meta(data_dir).get("modality") == "image"
+    if image:
+        from dlm.data.images import FlipOrder, ImageDataset
+
+        train_ds, valid_ds = ImageDataset(data_dir, "train"), ImageDataset(data_dir, "valid")
+    else:
+        train_ds, valid_ds = PackedDataset(data_dir, "train"), PackedDataset(data_dir, "valid")
     try:  # TrainOrder checks that the split fills a batch
         order = TrainOrder(len(train_ds), batch_size, seed, start_batch)
     except ValueError as e:
         raise ValueError(f"{data_dir}: train split: {e}") from None
+    if image and train_ds.meta.get("hflip"):
+        order = FlipOrder(order, seed)
     # the loader's own base-seed draw comes from a private generator, never from the global RNG
     train = DataLoader(train_ds, batch_size=batch_size, sampler=order, drop_last=True, generator=torch.Generator())
     valid = DataLoader(valid_ds, batch_size=batch_size, shuffle=False)
@@ -214,8 +223,14 @@ def build_module(data_dir: str, hp: dict) -> LitMethod:
     meta = read_meta(data_dir)
     tr = resolve_trainer(hp)
     cls = get_method(hp["algo"])
-    method = dict(algo=hp["algo"], vocab_size=meta["vocab_size"], block_length=meta["block_length"],
-                  special_ids=meta["special_ids"], tokenizer_dir=meta["tokenizer_dir"], model=hp.get("model", {}),
+    if meta.get("modality") == "image":  # K, L and the image geometry (the UNet's) from the image data
+        from dlm.data.images import method_data_args
+
+        data_args = method_data_args(meta, hp["algo"])
+    else:
+        data_args = dict(vocab_size=meta["vocab_size"], block_length=meta["block_length"],
+                         special_ids=meta["special_ids"], tokenizer_dir=meta["tokenizer_dir"])
+    method = dict(algo=hp["algo"], **data_args, model=hp.get("model", {}),
                   noise=hp.get("noise", {}), time_conditioning=hp.get("time_conditioning", cls.default_time_conditioning),
                   antithetic=hp.get("antithetic", True), data_dir=str(data_dir), **hp.get("algo_args", {}))
     return LitMethod(method, optim=hp.get("optim"), ema=tr["ema"], max_steps=tr["max_steps"], seed=tr["seed"])

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dlm.resume import dist_rank_world
 from dlm.utils import read_json, sha256_file
 
 _ROWS_PER_CHUNK = 1 << 14  # rows per step when scanning a whole split
@@ -156,6 +155,8 @@ class TrainOrder(torch.utils.data.Sampler):
         self.n, self.batch_size, self.seed, self.start_batch = n, batch_size, seed, start_batch
 
     def __iter__(self):
+        from dlm.resume import dist_rank_world  # here: reading data (sampling, evaluation) needs no Lightning
+
         rank, world = dist_rank_world()
         per_rank = (self.n // (self.batch_size * world)) * self.batch_size  # samples per rank per epoch
         if per_rank == 0:

@@ -64,8 +64,11 @@ def resolve_settings(sampler: str, settings: dict | None = None) -> dict:
 
 @torch.no_grad()
 def run_sampler(module, sampler: str, n: int, steps: int, generator: torch.Generator,
-                cond: Conditioning | None = None, settings: dict | None = None) -> dict:
+                cond: Conditioning | None = None, settings: dict | None = None, labels: torch.Tensor | None = None,
+                guidance: float = 1.0) -> dict:
     """Draw n sequences with `sampler` (and its `settings`) from `module`; all randomness from `generator`.
+    `labels` (n,) class ids of a class-conditional model (`num_classes` = no class) with the classifier-free
+    guidance weight `guidance` (`Method.class_conditioned`); None samples without classes.
 
     Returns {"tokens": (n, L) long, "nfe": network calls for the batch, ...sampler statistics}; with
     `self_correct` also "tokens_before" (the sampler's output) and the self-correction statistics.
@@ -77,6 +80,17 @@ def run_sampler(module, sampler: str, n: int, steps: int, generator: torch.Gener
     L = module.hparams.block_length
     cond = conditioning_or_none(cond, n, L, module.device)
     own = {k: v for k, v in s.items() if k not in COMMON_SETTINGS}
+    if labels is not None:
+        if tuple(labels.shape) != (n,):
+            raise ValueError(f"class labels have shape {tuple(labels.shape)}, expected ({n},)")
+        with module.class_conditioned(labels.to(module.device), guidance):
+            return _run(module, fn, fixed, own, s, n, steps, generator, cond)
+    return _run(module, fn, fixed, own, s, n, steps, generator, cond)
+
+
+def _run(module, fn, fixed: dict, own: dict, s: dict, n: int, steps: int, generator: torch.Generator,
+         cond: Conditioning) -> dict:
+    """The sampler, then GIDD self-correction when the settings ask for it."""
     out = fn(module, n=n, steps=steps, generator=generator, cond=cond, nucleus_p=float(s["nucleus_p"]),
              nucleus_rule=s["nucleus_rule"], **fixed, **own)
     if s["self_correct"]:

@@ -111,7 +111,7 @@ class Denoiser:
 
     def log_probs(self, z: torch.Tensor, t, rows: torch.Tensor | None = None) -> torch.Tensor:
         """Unfiltered log x_theta (n, L, K), or (m, K) at `rows`, in the module's precision (one network call)."""
-        self.nfe += 1
+        self.nfe += getattr(self.module, "calls_per_denoise", 1)  # 2 under classifier-free guidance
         return self.module.denoise(z, torch.full((z.shape[0],), float(t), device=z.device), rows)
 
     def __call__(self, z: torch.Tensor, t, rows: torch.Tensor | None = None) -> torch.Tensor:
