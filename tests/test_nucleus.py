@@ -6,18 +6,8 @@ import pytest
 import torch
 
 from dlm.sampling import run_sampler
-from dlm.sampling.common import Denoiser, DenoiserOutput, nucleus_stats, top_p_filter
-
-
-def dense_filter(probs: torch.Tensor, p: float, rule: str) -> torch.Tensor:
-    """The filter written the plain way: a stable descending sort of each whole row, the rule on the running
-    sums (in the probabilities' dtype), scatter back, renormalise."""
-    sorted_p, idx = probs.sort(dim=-1, descending=True, stable=True)
-    cum = sorted_p.cumsum(-1)
-    keep = (cum - sorted_p) < p if rule == "keep_crossing" else cum <= p
-    keep[..., 0] = True
-    out = torch.zeros_like(probs).scatter(-1, idx, sorted_p * keep)
-    return out / out.sum(-1, keepdim=True)
+from dlm.sampling.common import (DenseDenoiserOutput, Denoiser, DenoiserOutput, nucleus_stats, top_p_filter,
+                                 top_p_filter_sorted as dense_filter)
 
 
 def test_hand_derived_masks():
@@ -60,14 +50,6 @@ def test_top_k_preselection_equals_the_full_sort(rule):
     assert torch.equal(top_p_filter(f32, 0.9, rule) > 0, dense_filter(f32, 0.9, rule) > 0)
 
 
-class DenseOutput(DenoiserOutput):
-    """The reference: x_theta filtered at every position, so the mixture draws never use the bounds."""
-
-    def bounds(self, ids):
-        v = self.denoiser.filter(self.log_p).gather(-1, ids[..., None]).squeeze(-1)
-        return v, v
-
-
 def _noisy(module, seed=0, scale=0.3):
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -92,7 +74,7 @@ def test_lazy_nucleus_gives_the_dense_tokens(module_factory, monkeypatch, algo, 
     monkeypatch.setattr(DenoiserOutput, "at", lambda self, ids, where=None: calls.append(
         int(ids.numel() if where is None else where.sum())) or exact_at(self, ids, where))
     fast2 = run_sampler(m, sampler, n=6, steps=10, generator=torch.Generator().manual_seed(4), settings=opts)
-    monkeypatch.setattr(Denoiser, "output", lambda self, z, t: DenseOutput(self, self.log_probs(z, t)))
+    monkeypatch.setattr(Denoiser, "output", lambda self, z, t: DenseDenoiserOutput(self, self.log_probs(z, t)))
     dense = run_sampler(m, sampler, n=6, steps=10, generator=torch.Generator().manual_seed(4), settings=opts)
     assert torch.equal(fast["tokens"], dense["tokens"]) and torch.equal(fast2["tokens"], fast["tokens"])
     if rule == "keep_crossing":  # the bounds decide most positions: exact reads at a minority of them

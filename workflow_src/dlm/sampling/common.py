@@ -48,9 +48,14 @@ class NucleusStats:
     def kept(self, probs: torch.Tensor) -> torch.Tensor:
         """Which entries of the rows `probs` (R, K) (the rows these statistics describe) are kept: (R, K) bool."""
         thr = self.thr[:, None].to(probs.dtype)
-        tie = probs == thr  # (R, K)
-        rank = tie.cumsum(-1) - 1  # position of each tied entry among its row's ties, lower ids first
-        return (probs > thr) | (tie & (rank < (self.count - self.n_above)[:, None]))
+        out = probs >= thr  # (R, K): every tie kept, right unless a row keeps only some of its ties
+        tie = probs == thr
+        partial = (self.count - self.n_above) < tie.sum(-1)  # (R,) rows whose ties are split by the boundary
+        if partial.any():
+            rank = tie[partial].cumsum(-1) - 1  # each tie's place among its row's ties, lower ids first
+            out[partial] = (probs[partial] > thr[partial]) | (tie[partial] & (
+                rank < (self.count - self.n_above)[partial, None]))
+        return out
 
     def kept_at(self, probs: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """Whether id ids[r] is kept in row r of `probs` (R, K): (R,) bool (a tie looks at its row)."""
@@ -71,8 +76,9 @@ def nucleus_stats(probs: torch.Tensor, p: float, rule: str = "keep_crossing", fi
     """`NucleusStats` of each row of `probs` (R, K), found by top-k pre-selection instead of a full sort.
 
     The nucleus is a prefix of the descending order, so the k largest values (`torch.topk`) decide it
-    whenever the rule stops inside them; rows where it does not are redone with 16 k, and so on, up to k = K
-    (a full sort) for the flattest rows only. The values and their running sum are those of a full sort, so the kept set, its size and its mass are the dense filter's exactly (ties aside: the count is
+    whenever the rule stops inside them; rows where it does not are redone with a larger k (16 k, or twice
+    the size their remaining mass needs at most the k-th value per entry), up to k = K (a full sort) for the
+    flattest rows only. The values and their running sum are those of a full sort, so the kept set, its size and its mass are the dense filter's exactly (ties aside: the count is
     the same, and tied entries are kept lower ids first). Rows are processed in chunks of at most
     `max_elements` selected entries (bounded memory)."""
     R, K = probs.shape
@@ -83,7 +89,7 @@ def nucleus_stats(probs: torch.Tensor, p: float, rule: str = "keep_crossing", fi
     todo = torch.arange(R, device=probs.device)
     k = min(first_k, K)
     while todo.numel():
-        unresolved = []
+        unresolved, need = [], k
         for chunk in todo.split(max(1, max_elements // k)):
             vals = probs[chunk].topk(k, dim=-1).values  # (c, k) descending
             cum = vals.cumsum(-1)  # (c, k), in the probabilities' dtype as a sort-based filter
@@ -96,8 +102,12 @@ def nucleus_stats(probs: torch.Tensor, p: float, rule: str = "keep_crossing", fi
             n_above[rows] = (vals > t[:, None]).sum(-1)[done]
             mass[rows] = cum.gather(-1, (c - 1)[:, None]).squeeze(-1)[done]
             unresolved.append(chunk[~done])
+            if not done.all():  # every further value is <= the k-th: at least (p - mass) / v_k more are kept
+                short = ((p - cum[~done, -1]) / vals[~done, -1].clamp_min(1e-300)).max()
+                need = max(need, k + int(min(float(short), K)) + 1)
         todo = torch.cat(unresolved)
-        k = min(K, 16 * k)
+        k = max(16 * k, 2 * need)
+        k = K if k > K // 4 else k  # a selection of a large share of the row costs a sort anyway
     return NucleusStats(thr, count, n_above, mass)
 
 
@@ -121,6 +131,17 @@ def top_p_filter(probs: torch.Tensor, p: float, rule: str = "keep_crossing") -> 
     stats = nucleus_stats(flat, p, rule)
     out = torch.where(stats.kept(flat), flat, torch.zeros((), dtype=flat.dtype, device=flat.device))
     return (out / stats.mass[:, None].to(out.dtype)).reshape(probs.shape)
+
+
+def top_p_filter_sorted(probs: torch.Tensor, p: float, rule: str = "keep_crossing") -> torch.Tensor:
+    """`top_p_filter` written the plain way, a stable descending sort of every whole row: the reference the
+    tests and bench/bench_nucleus.py compare the pre-selection with (and what the samplers did before)."""
+    if p >= 1.0:
+        return probs
+    sorted_p, idx = probs.sort(dim=-1, descending=True, stable=True)
+    keep = _keep_sorted(sorted_p, sorted_p.cumsum(-1), p, rule)
+    out = torch.zeros_like(probs).scatter(-1, idx, sorted_p * keep)
+    return out / out.sum(-1, keepdim=True)
 
 
 def time_grid(steps: int, t_min: float = 1e-5, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -321,3 +342,25 @@ def draw_mixture(x: DenoiserOutput, z: torch.Tensor, weights, vocab_size: int,
             v = torch.randint(0, vocab_size - 1, (m,), generator=generator, device=z.device)
             out[pick_u] = v + (v >= exclude).long()  # skip the excluded id
     return out
+
+
+class DenseDenoiserOutput(DenoiserOutput):
+    """The reference for `DenoiserOutput` with a nucleus filter: x_theta filtered at every position when the
+    output is made (`top_p_filter_sorted` over (n, L, K)), so every read is exact and the mixture draws never
+    use bounds; what the samplers did before the lazy nucleus (tests and bench/bench_nucleus.py)."""
+
+    def __init__(self, denoiser: Denoiser, log_p: torch.Tensor):
+        super().__init__(denoiser, log_p)
+        probs = log_p.exp().double()
+        self.full = top_p_filter_sorted(probs, denoiser.nucleus_p, denoiser.nucleus_rule)  # (n, L, K)
+
+    def at(self, ids: torch.Tensor, where: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.full.gather(-1, ids[..., None]).squeeze(-1)
+        return out if where is None else torch.where(where, out, torch.zeros_like(out))
+
+    def bounds(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        v = self.at(ids)
+        return v, v
+
+    def rows(self, mask: torch.Tensor) -> torch.Tensor:
+        return self.full[mask]
