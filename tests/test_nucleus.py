@@ -4,6 +4,7 @@ same tokens as filtering every position densely."""
 
 import pytest
 import torch
+from conftest import perturb
 
 from dlm.sampling import run_sampler
 from dlm.sampling.common import (DenseDenoiserOutput, Denoiser, DenoiserOutput, nucleus_stats, top_p_filter,
@@ -50,14 +51,6 @@ def test_top_k_preselection_equals_the_full_sort(rule):
     assert torch.equal(top_p_filter(f32, 0.9, rule) > 0, dense_filter(f32, 0.9, rule) > 0)
 
 
-def _noisy(module, seed=0, scale=0.3):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.backbone.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=g))
-    return module.eval()
-
-
 @pytest.mark.parametrize("algo,sampler,settings,rule", [
     ("udlm", "duo_ancestral", {}, "keep_crossing"), ("udlm", "duo_ancestral", {}, "drop_crossing"),
     ("udlm", "duo_greedy_tail", {}, "keep_crossing"),
@@ -66,7 +59,7 @@ def _noisy(module, seed=0, scale=0.3):
 def test_lazy_nucleus_gives_the_dense_tokens(module_factory, monkeypatch, algo, sampler, settings, rule):
     """The uniform-state samplers with a nucleus filter read x_theta[z] only where the bounds leave the
     component open, yet return the tokens of filtering every position (same seed, same uniforms)."""
-    m = _noisy(module_factory(algo, vocab_size=40, block_length=24))
+    m = perturb(module_factory(algo, vocab_size=40, block_length=24))
     opts = {**settings, "nucleus_p": 0.8, "nucleus_rule": rule}
     fast = run_sampler(m, sampler, n=6, steps=10, generator=torch.Generator().manual_seed(4), settings=opts)
     calls = []

@@ -85,7 +85,7 @@ def resolve_variant(config: dict, name: str) -> dict:
 
 # which keys of a run's `algo_args` apply to which objective (the schema documents each key)
 ALGO_ARGS: dict[str, tuple[str, ...]] = {
-    "ar": (), "mdlm": (), "udlm": (), "sedd": (),
+    "ar": (), "mdlm": (), "udlm": (), "sedd": ("graph",),
     "d3pm": ("T",),
     "duo": ("curriculum",),
     "gidd": ("p_uniform", "loss_weighting", "min_loss_weight", "max_loss_weight", "t_eps"),
