@@ -4,7 +4,7 @@ import os
 import re
 import sys
 
-from dlm.config import apply_defaults, check_config, expand_seeds, resolve_run, resolve_variant
+from dlm.config import apply_defaults, check_config, expand_seeds, plan_jobs, plan_round_runs, resolve_run, resolve_variant
 
 # validate against config/schema.yaml before anything runs (errors name key, value and expectation),
 # then fill the schema defaults (run entries inherit train_defaults instead; see dlm.config)
@@ -31,11 +31,15 @@ def srun_launched(run):
 
 SRUN_TRAINED = [r for r in TRAINED if srun_launched(r)]
 ONE_TASK_TRAINED = [r for r in TRAINED if r not in SRUN_TRAINED]
+# sampled rounds of distilled runs (sampling.plan rounds): RUN_roundK -> (RUN, K), sampled from round_K.ckpt
+ROUND_RUNS = plan_round_runs(config)
+# every sample file of the plan with its num_samples and batch_size
+PLAN_JOBS = plan_jobs(config)
 
 
 wildcard_constraints:
     corpus=r"[A-Za-z0-9_.-]+",
-    run="|".join(RUNS),
+    run="|".join(RUNS + sorted(ROUND_RUNS)),
     sampler=r"[a-z][a-z0-9_]*",
     steps=r"\d+",
     seed=r"\d+",
@@ -159,14 +163,12 @@ def judge_arg(wildcards, input):
 
 def sample_jobs():
     """(run, sampler variant, steps, seed) for every planned sample file (plan order, no duplicates)."""
-    jobs = []
-    for entry in config["sampling"]["plan"]:
-        for steps in entry["steps"]:
-            for seed in entry.get("seeds", config["sampling"]["seeds"]):
-                job = (entry["run"], entry["sampler"], steps, seed)
-                if job not in jobs:
-                    jobs.append(job)
-    return jobs
+    return list(PLAN_JOBS)
+
+
+def sample_size(key):
+    """num_samples or batch_size of a sample file (its plan entry's, else sampling's), for the sample rule."""
+    return lambda wildcards: PLAN_JOBS[(wildcards.run, wildcards.sampler, int(wildcards.steps), int(wildcards.seed))][key]
 
 
 def variant(wildcards):
@@ -176,7 +178,8 @@ def variant(wildcards):
 
 def sample_inputs(wildcards):
     """The checkpoint, and the packed data when the variant takes held-out prompts."""
-    inputs = {"ckpt": f"results/models/{wildcards.run}/final.ckpt"}
+    run, k = ROUND_RUNS.get(wildcards.run, (wildcards.run, None))
+    inputs = {"ckpt": f"results/models/{run}/round_{k}.ckpt" if k else f"results/models/{run}/final.ckpt"}
     prompts = config["sampling"]["prompts"]
     if variant(wildcards)["condition"] != "none" and prompts["source"] == "heldout":
         inputs["data"] = f"results/data/{CORPUS}/packed"
@@ -203,8 +206,9 @@ def _plain(s):
 SAMPLER_TABLES = {
     "distill": lambda algo, s: _plain(s) and algo in ("duo", "udlm", "dcd", "mdlm", "sdtt")
     and s["sampler"] in ("duo_ancestral", "duo_greedy_tail", "mdlm_ancestral"),
-    "remdm": lambda algo, s: _plain(s) and algo == "mdlm"
-    and (s["sampler"].startswith("remdm_") or s["sampler"] == "mdlm_ancestral"),
+    "remdm": lambda algo, s: _plain(s)
+    and ((algo == "mdlm" and (s["sampler"].startswith("remdm_") or s["sampler"] == "mdlm_ancestral"))
+         or (algo == "sedd" and s["sampler"] == "sedd_analytic") or (algo == "ar" and s["sampler"] == "ar")),
     "sampler_speed": lambda algo, s: _plain(s),
     "semi_ar": lambda algo, s: _plain(s) and s["sampler"] in ("mdlm_semi_ar", "mdlm_ancestral") and algo == "mdlm",
     "self_correction": lambda algo, s: bool(s["self_correct"]),
@@ -288,7 +292,7 @@ def import_inputs(wildcards):
 
 
 def run_algo(run):
-    return resolve_run(config, run)["algo"]
+    return resolve_run(config, ROUND_RUNS.get(run, (run,))[0])["algo"]
 
 
 def val_ppl_jsons(algos=None):
@@ -385,7 +389,7 @@ def benchmark_files():
 
 
 def run_algos():
-    return {r: run_algo(r) for r in RUNS}
+    return {r: run_algo(r) for r in RUNS + sorted(ROUND_RUNS)}
 
 
 def report_targets():

@@ -28,7 +28,7 @@ KEYS = ["run", "algo", "sampler", "sampler_kind", "steps"]
 
 def sample_metrics(json_paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
     """One row per gen-PPL JSON: run, algo, sampler (variant), sampler_kind, steps, seed, condition,
-    self_correct, nucleus_p, p_uniform and the metrics (NaN where absent)."""
+    self_correct, nucleus_p, p_uniform, graph (SEDD's) and the metrics (NaN where absent)."""
     rows = []
     for p in json_paths:
         d = read_json(p)
@@ -43,6 +43,7 @@ def sample_metrics(json_paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
             "self_correct": bool(settings.get("self_correct", False)),
             "nucleus_p": d.get("nucleus_p") if d.get("nucleus_p") is not None else 1.0,
             "p_uniform": (d.get("algo_args") or {}).get("p_uniform", np.nan),
+            "graph": (d.get("algo_args") or {}).get("graph", "absorb" if d["algo"] == "sedd" else None),
             **{k: d.get(k, np.nan) if d.get(k) is not None else np.nan
                for k in ("gen_ppl", "entropy", "nfe", "seconds_per_sample", "tokens_per_s", "num_tokens",
                          "gen_ppl_before", "entropy_before", "sc_changes_mean", "sc_steps_mean", "length")}})
@@ -154,10 +155,13 @@ def remdm_table(json_paths, out_stem, mauve_jsons=None, reference=None, referenc
                 dataset=None) -> pd.DataFrame:
     """ReMDM's OWT table: MAUVE (with `mauve_jsons`: mean ± sd over k-means seeds), gen PPL and entropy per T."""
     df = _plain(sample_metrics(json_paths))
-    df = df[(df["algo"] == "mdlm") & (df["sampler_kind"].str.startswith("remdm_")
-                                      | (df["sampler_kind"] == "mdlm_ancestral"))]
-    if df.empty:
+    mdlm = (df["algo"] == "mdlm") & (df["sampler_kind"].str.startswith("remdm_") | (df["sampler_kind"] == "mdlm_ancestral"))
+    # ReMDM Table 1's reference rows: SEDD (absorb) with its analytic sampler, AR (with nucleus: its AR† row)
+    ref_rows = ((df["algo"] == "sedd") & (df["graph"] == "absorb") & (df["sampler_kind"] == "sedd_analytic")) | (
+        (df["algo"] == "ar") & (df["sampler_kind"] == "ar"))
+    if not mdlm.any():
         raise ValueError("remdm_table: no MDLM ancestral or ReMDM samples")
+    df = df[mdlm | ref_rows]
     keys = KEYS + ["nucleus_p"]
     agg = _over_seeds(df, keys, ["gen_ppl", "entropy", "nfe"])
     pm = {"gen_ppl": "gen_ppl_std"}
@@ -169,7 +173,8 @@ def remdm_table(json_paths, out_stem, mauve_jsons=None, reference=None, referenc
     agg = _with_paper(agg, formats, labels, paper_values, dataset, "remdm",
                       [("mauve", "MAUVE"), ("gen_ppl", "Gen. PPL"), ("entropy", "entropy")])
     write_table(agg, out_stem, caption="ReMDM (Wang et al.\\ 2025): MDLM ancestral against the remasking strategies "
-                "(cap, rescale, conf, loop) and the forward-backward and DFM correctors, per number of steps"
+                "(cap, rescale, conf, loop) and the forward-backward and DFM correctors, per number of steps, with "
+                "SEDD (absorb, analytic sampler) and AR as reference rows"
                 + (": MAUVE (mean $\\pm$ sd over k-means seeds), gen.\\ PPL and entropy." if mauve_jsons else ".")
                 + (_REF_NOTE if reference else ""),
                 label="tab:remdm", formats=formats, pm=pm, labels=labels)
