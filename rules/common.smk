@@ -241,7 +241,7 @@ def mauve_jsons_for(table):
             if keep(*job_settings((r, s, t, seed)))]
 
 
-PAPER_SAMPLER_TABLES = ("distill", "remdm")  # sampler tables with the papers' values beside ours
+PAPER_SAMPLER_TABLES = ("distill", "remdm", "sampler_speed")  # sampler tables with the papers' values beside ours
 
 
 def sampler_table_options(wildcards):

@@ -181,16 +181,19 @@ def remdm_table(json_paths, out_stem, mauve_jsons=None, reference=None, referenc
     return agg
 
 
-def speed_table(json_paths, out_stem, reference=None) -> pd.DataFrame:
+def speed_table(json_paths, out_stem, reference=None, paper_values=None, dataset=None) -> pd.DataFrame:
     df = _plain(sample_metrics(json_paths))
     agg = _sort(_over_seeds(df, KEYS, ["seconds_per_sample", "nfe", "tokens_per_s", "gen_ppl", "entropy"]),
                 ["run", "sampler", "steps"])
     agg = with_reference(agg, reference)
-    write_table(agg.drop(columns=["gen_ppl_std", "n_seeds"]), out_stem,
+    formats, labels = dict(_FORMATS), dict(_LABELS)
+    agg = _with_paper(agg.drop(columns=["gen_ppl_std", "n_seeds"]), formats, labels, paper_values, dataset,
+                      "sampler_speed", [("seconds_per_sample", "s / sample")])
+    write_table(agg, out_stem,
                 caption="Sampling cost (MDLM README): wall-clock seconds and network calls (NFE) per sample and "
-                "tokens per second, with the quality each setting buys." + (_REF_NOTE if reference else ""),
-                label="tab:sampler_speed",
-                formats=_FORMATS, labels=_LABELS)
+                "tokens per second, with the quality each setting buys; the README's seconds are one A5000's, so "
+                "only their ratios compare." + (_REF_NOTE if reference else ""),
+                label="tab:sampler_speed", formats=formats, labels=labels)
     return agg
 
 
