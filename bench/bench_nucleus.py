@@ -33,7 +33,7 @@ from dlm.utils import tune_malloc, write_json, write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-FULL = {"K": 50258, "L": 128, "batch": 8, "steps": 16, "rounds": 2, "p": 0.9}
+FULL = {"K": 50258, "L": 64, "batch": 4, "steps": 8, "rounds": 2, "p": 0.9}
 QUICK = {"K": 4096, "L": 32, "batch": 2, "steps": 4, "rounds": 1, "p": 0.9}
 SAMPLERS = [("udlm", "duo_ancestral"), ("mdlm", "mdlm_ancestral")]
 

@@ -72,28 +72,33 @@ class NucleusStats:
 
 
 def nucleus_stats(probs: torch.Tensor, p: float, rule: str = "keep_crossing", first_k: int = 64,
-                  max_elements: int = 1 << 24) -> NucleusStats:
+                  sum_dtype: torch.dtype | None = None, max_elements: int = 1 << 24) -> NucleusStats:
     """`NucleusStats` of each row of `probs` (R, K), found by top-k pre-selection instead of a full sort.
 
     The nucleus is a prefix of the descending order, so the k largest values (`torch.topk`) decide it
-    whenever the rule stops inside them; rows where it does not are redone with a larger k (16 k, or twice
-    the size their remaining mass needs at most the k-th value per entry), up to k = K (a full sort) for the
-    flattest rows only. The values and their running sum are those of a full sort, so the kept set, its size and its mass are the dense filter's exactly (ties aside: the count is
-    the same, and tied entries are kept lower ids first). Rows are processed in chunks of at most
-    `max_elements` selected entries (bounded memory)."""
+    whenever the rule stops inside them; rows where it does not are redone with a larger k (16 k, or twice the
+    size their remaining mass needs at most the k-th value per entry), and the flattest with a full sort. The
+    values and their running sums (in `sum_dtype`, default the probabilities' dtype) are those of sorting
+    the whole row, so the kept set, its size and its mass are the sort-based filter's (ties aside: the count
+    is the same, and tied entries are kept lower ids first). float32 probabilities with float64 sums give
+    exactly the decisions of a sort of their float64 copies, at half the memory traffic. Rows are processed in
+    chunks of at most `max_elements` selected entries (bounded memory)."""
     R, K = probs.shape
+    sum_dtype = sum_dtype or probs.dtype
     thr = torch.empty(R, dtype=probs.dtype, device=probs.device)
     count = torch.empty(R, dtype=torch.long, device=probs.device)
     n_above = torch.empty(R, dtype=torch.long, device=probs.device)
-    mass = torch.empty(R, dtype=probs.dtype, device=probs.device)
+    mass = torch.empty(R, dtype=sum_dtype, device=probs.device)
     todo = torch.arange(R, device=probs.device)
     k = min(first_k, K)
     while todo.numel():
         unresolved, need = [], k
         for chunk in todo.split(max(1, max_elements // k)):
-            vals = probs[chunk].topk(k, dim=-1).values  # (c, k) descending
-            cum = vals.cumsum(-1)  # (c, k), in the probabilities' dtype as a sort-based filter
-            keep = _keep_sorted(vals, cum, p, rule)
+            rows_p = probs[chunk]
+            vals = rows_p.topk(k, dim=-1).values if k < K else rows_p.sort(dim=-1, descending=True).values  # (c, k)
+            vals_s = vals.to(sum_dtype)
+            cum = vals_s.cumsum(-1)  # (c, k) running sums in descending order
+            keep = _keep_sorted(vals_s, cum, p, rule)
             done = ~keep[:, -1] if k < K else torch.ones_like(keep[:, -1])
             c = keep.sum(-1)  # (c,) the nucleus is a prefix
             t = vals.gather(-1, (c - 1)[:, None]).squeeze(-1)
@@ -103,11 +108,11 @@ def nucleus_stats(probs: torch.Tensor, p: float, rule: str = "keep_crossing", fi
             mass[rows] = cum.gather(-1, (c - 1)[:, None]).squeeze(-1)[done]
             unresolved.append(chunk[~done])
             if not done.all():  # every further value is <= the k-th: at least (p - mass) / v_k more are kept
-                short = ((p - cum[~done, -1]) / vals[~done, -1].clamp_min(1e-300)).max()
+                short = ((p - cum[~done, -1]) / vals_s[~done, -1].clamp_min(1e-300)).max()
                 need = max(need, k + int(min(float(short), K)) + 1)
         todo = torch.cat(unresolved)
         k = max(16 * k, 2 * need)
-        k = K if k > K // 4 else k  # a selection of a large share of the row costs a sort anyway
+        k = K if k > K // 8 else k  # selecting a large share of the row costs about a sort
     return NucleusStats(thr, count, n_above, mass)
 
 
@@ -216,8 +221,16 @@ class Denoiser:
         return self.filter(self.log_probs(z, t, rows))
 
     def filter(self, log_p: torch.Tensor) -> torch.Tensor:
-        """Float64 probabilities (..., K) from log x_theta (..., K), nucleus-filtered."""
-        return top_p_filter(log_p.exp().double(), self.nucleus_p, self.nucleus_rule)
+        """Float64 probabilities (..., K) from log x_theta (..., K), nucleus-filtered: the filter of the float64
+        copies of exp(log_p), with the kept set found on the values in log_p's dtype (`nucleus_stats`)."""
+        if self.nucleus_p >= 1.0:
+            return log_p.exp().double()
+        if self.nucleus_rule not in NUCLEUS_RULES:
+            raise ValueError(f"unknown nucleus_rule {self.nucleus_rule!r}; expected one of {NUCLEUS_RULES}")
+        probs = log_p.exp().reshape(-1, log_p.shape[-1])  # (R, K) in log_p's dtype
+        stats = nucleus_stats(probs, self.nucleus_p, self.nucleus_rule, sum_dtype=torch.float64)
+        out = torch.where(stats.kept(probs), probs.double(), torch.zeros((), dtype=torch.float64, device=probs.device))
+        return (out / stats.mass[:, None]).reshape(log_p.shape)
 
     def output(self, z: torch.Tensor, t) -> "DenoiserOutput":
         """x_theta at every position from one network call, evaluated lazily (see `DenoiserOutput`)."""
@@ -239,10 +252,45 @@ class DenoiserOutput:
 
     def _exact(self, flat: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """Filtered x_theta[ids] (m,) float64 for the rows `flat` (m, K) of log_p."""
-        probs = flat.exp().double()  # (m, K) the values `Denoiser.filter` filters
-        stats = nucleus_stats(probs, self.denoiser.nucleus_p, self.denoiser.nucleus_rule)
-        p_id = probs.gather(-1, ids[:, None]).squeeze(-1)
+        probs = flat.exp()  # (m, K) in log_p's dtype, the values `Denoiser.filter` filters
+        stats = nucleus_stats(probs, self.denoiser.nucleus_p, self.denoiser.nucleus_rule, sum_dtype=torch.float64)
+        p_id = probs.gather(-1, ids[:, None]).squeeze(-1).double()
         return torch.where(stats.kept_at(probs, ids), p_id / stats.mass, torch.zeros_like(p_id))
+
+    def refine(self, ids: torch.Tensor, where: torch.Tensor, first_k: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tighter (lo, hi) (m,) float64 on the filtered x_theta[ids] at the positions `where` (n, L) bool, from
+        two passes over their rows and no sort: the `first_k` largest values either decide the nucleus (then
+        lo = hi, the exact value) or show that all of them are kept, bounding the kept mass Z within
+        [max(p, their mass), p + the k-th value] (keep_crossing; drop_crossing: [their mass, p]); and the mass
+        of the ids above ids[r] says whether ids[r] is kept (undecided, [0, hi], only when it lies within 1e-9
+        of p or among ties at the boundary)."""
+        q, rule = self.denoiser.nucleus_p, self.denoiser.nucleus_rule
+        probs = self.log_p[where].exp()  # (m, K)
+        ids = ids[where]
+        p_id = probs.gather(-1, ids[:, None]).squeeze(-1)  # (m,)
+        k = min(first_k, probs.shape[-1])
+        vals = probs.topk(k, dim=-1).values.double()  # (m, k)
+        cum = vals.cumsum(-1)
+        keep = _keep_sorted(vals, cum, q, rule)
+        resolved = ~keep[:, -1]
+        above = torch.where(probs > p_id[:, None], probs, torch.zeros((), dtype=probs.dtype)).sum(-1, dtype=torch.float64)
+        tied = torch.where(probs == p_id[:, None], probs, torch.zeros((), dtype=probs.dtype)).sum(-1, dtype=torch.float64)
+        p_id = p_id.double()
+        before_hi = above + tied - p_id  # the mass sorted before ids[r] lies in [above, before_hi]
+        m = 1e-9
+        if rule == "keep_crossing":
+            z_lo, z_hi = torch.maximum(cum[:, -1], torch.full_like(p_id, q)), q + vals[:, -1]
+            kept, dropped = before_hi < q - m, above >= q + m
+        else:
+            top = (above == 0) & (tied == p_id)  # the unique top entry, always kept
+            z_lo, z_hi = cum[:, -1], torch.full_like(p_id, q)
+            kept, dropped = (before_hi + p_id < q - m) | top, (above + p_id > q + m) & ~top
+        lo = torch.where(kept, p_id / z_hi * (1 - self.SLACK), torch.zeros_like(p_id))
+        hi = torch.where(dropped, torch.zeros_like(p_id), torch.clamp(p_id / z_lo * (1 + self.SLACK), max=1.0))
+        if resolved.any():  # the nucleus lies within the first k: exact
+            exact = self._exact(self.log_p[where][resolved], ids[resolved])
+            lo[resolved], hi[resolved] = exact, exact
+        return lo, hi
 
     def at(self, ids: torch.Tensor, where: torch.Tensor | None = None) -> torch.Tensor:
         """x_theta[ids] (n, L) float64 for ids (n, L); with `where` (n, L) bool only there (0 elsewhere)."""
@@ -293,6 +341,21 @@ def _cumulative(w: Weights) -> list[torch.Tensor]:
     return out
 
 
+def _undecided(u: torch.Tensor, weights, lo: torch.Tensor, hi: torch.Tensor, margin: float = 1e-9) -> torch.Tensor:
+    """Positions (n, L) bool whose component is not decided by the bounds lo <= x_z <= hi: the uniform u lies
+    within (a margin far above rounding of) the range a threshold (running weight / total, monotone in x_z)
+    sweeps as x_z goes from lo to hi."""
+    out = torch.zeros_like(u, dtype=torch.bool)
+    open_ = lo != hi
+    if not open_.any():
+        return out
+    c_lo, c_hi = _cumulative(weights(lo)), _cumulative(weights(hi))
+    for a, b in zip(c_lo[:-1], c_hi[:-1]):
+        f_lo, f_hi = a / c_lo[-1], b / c_hi[-1]
+        out |= (u >= torch.minimum(f_lo, f_hi) - margin) & (u <= torch.maximum(f_lo, f_hi) + margin)
+    return out & open_
+
+
 def draw_mixture(x: DenoiserOutput, z: torch.Tensor, weights, vocab_size: int,
                  generator: torch.Generator | None = None, exclude: int | None = None) -> torch.Tensor:
     """One draw per position from  w_x x_theta + w_u Uniform + sum_i w_i e_{id_i}, the form of every
@@ -303,25 +366,22 @@ def draw_mixture(x: DenoiserOutput, z: torch.Tensor, weights, vocab_size: int,
     from x_theta only at the positions that picked it.
 
     With a nucleus filter x_z needs the filter's kept set and mass in every row, a pass over the vocabulary;
-    instead the component is first decided from bounds on x_z (`DenoiserOutput.bounds`): each threshold
-    (running weight / total) is monotone in x_z, so where the uniform lies outside every threshold's range
-    (with a margin far above rounding) the component is the one any x_z in the bounds gives, and x_z is
-    computed exactly only elsewhere. The uniforms, the decisions and so the tokens are those of the exact
+    instead the component is first decided from bounds on x_z (`DenoiserOutput.bounds`, from x_z's own value):
+    each threshold (running weight / total) is monotone in x_z, so where the uniform lies outside every
+    threshold's range (with a margin far above rounding) the component is the one any x_z in the bounds gives.
+    Where it is not, `DenoiserOutput.refine` tightens the bounds with two passes over those rows (no sort),
+    and x_z is computed exactly only for the positions still open. The uniforms, the decisions and so the tokens are those of the exact
     computation. Draw order: component uniforms (n, L), x_theta tokens (row-major), uniform tokens."""
     u = torch.rand(z.shape, dtype=torch.float64, device=z.device, generator=generator)  # (n, L)
     lo, hi = x.bounds(z)
-    w = weights(lo)
-    if not torch.equal(lo, hi):
-        c_lo, c_hi = _cumulative(w), _cumulative(weights(hi))
-        margin = 1e-9
-        undecided = torch.zeros_like(u, dtype=torch.bool)
-        for a, b in zip(c_lo[:-1], c_hi[:-1]):  # each threshold as a fraction of the total, at both bounds
-            f_lo, f_hi = a / c_lo[-1], b / c_hi[-1]
-            low, high = torch.minimum(f_lo, f_hi), torch.maximum(f_lo, f_hi)
-            undecided |= (u >= low - margin) & (u <= high + margin) & (lo != hi)
-        if undecided.any():
-            w = weights(torch.where(undecided, x.at(z, undecided), lo))
-    w_x, w_u, points = w
+    undecided = _undecided(u, weights, lo, hi)
+    if undecided.any():  # two passes over those rows' vocabulary: tighter bounds, exact where the top-k decides
+        lo, hi = lo.clone(), hi.clone()
+        lo[undecided], hi[undecided] = x.refine(z, undecided)
+        undecided = _undecided(u, weights, lo, hi)
+        if undecided.any():  # the few left: the exact filtered value
+            lo[undecided] = x.at(z, undecided)[undecided]
+    w_x, w_u, points = w = weights(lo)
     total = _cumulative(w)[-1]
     r = u * total  # (n, L)
     pick_x = r < w_x  # (n, L)
