@@ -180,7 +180,8 @@ def config_cost(path: Path, R: dict, partition_h: float) -> dict:
 
 
 def markdown(results: list[dict], R: dict, partition_h: float) -> str:
-    out = [f"Per-token costs: {R['source']}. Training {R['train']['mdlm'] / 1e3:.0f}k tokens/s per GPU (MDLM), "
+    out = ["## Compute and disk of the paper configs (bench/paper_cost.py)", "",
+           f"Per-token costs: {R['source']}. Training {R['train']['mdlm'] / 1e3:.0f}k tokens/s per GPU (MDLM), "
            f"forward {R['forward'] / 1e3:.0f}k tokens/s, {1e3 * R['latency']:.1f} ms per call at batch 1; partition limit "
            f"{partition_h:g} h per job.", "",
            "| config | runs | training GPU-h | distillation GPU-h | sampling GPU-h | judge GPU-h (gen PPL, MAUVE) | "
