@@ -155,6 +155,14 @@ def throughput(device: str, size: str = "small", L: int = 1024, K: int = 50258, 
     return out
 
 
+def dit_flash_version() -> str | None:
+    try:
+        import flash_attn
+        return flash_attn.__version__
+    except ImportError:
+        return None
+
+
 def checked(results: dict, name: str, fn, out: str):
     t0 = time.perf_counter()
     try:
@@ -189,17 +197,15 @@ def main() -> None:
     res: dict = {"torch": torch.__version__, "python": platform.python_version(), "steps": a.steps,
                  "device_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
                  "bf16_supported": bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())}
-    try:
-        import flash_attn  # noqa: F401
-        res["flash_attn"] = flash_attn.__version__
-    except ImportError:
-        res["flash_attn"] = None
+    res["flash_attn"] = dit_flash_version()
     precision = "auto" if a.device == "cuda" else "32-true"
     if a.throughput:  # 6. paper scale (first: it needs no data and is what the compute estimates read)
         args = dict(size="nano", L=64, K=512, batch=2, steps=2, warmup=1) if a.dry_run else {}
-        if a.throughput_only and Path(a.out).exists():  # keep checks 1-5 of an earlier run in the same file
-            res = {**json.loads(Path(a.out).read_text()), **{k: v for k, v in res.items()}}
-        checked(res, "throughput", lambda: throughput(a.device, **args), a.out)
+        if a.throughput_only and Path(a.out).exists():  # keep checks 1-5 of an earlier run (and its machine) as they are
+            res = json.loads(Path(a.out).read_text())
+        machine = {"device_name": torch.cuda.get_device_name(0) if a.device.startswith("cuda") else "cpu",
+                   "torch": torch.__version__, "flash_attn": dit_flash_version()}
+        checked(res, "throughput", lambda: {**machine, **throughput(a.device, **args)}, a.out)
     if a.throughput_only:
         logging.info("wrote %s", a.out)
         return

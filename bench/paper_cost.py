@@ -66,7 +66,7 @@ def rates(gpu_check: Path | None) -> dict:
     reference (module docstring)."""
     tp = (read_json(gpu_check).get("throughput") or {}) if gpu_check and gpu_check.exists() else {}
     if tp.get("ok") and tp.get("size") == "small" and tp.get("train"):
-        gpu = read_json(gpu_check).get("device_name", "GPU")
+        gpu = tp.get("device_name", "GPU")
         train = {k: v["tokens_per_s"] for k, v in tp["train"].items()}
         f = (tp.get("forward") or {}).get("mdlm", {})
         return {"source": f"measured on {gpu} (bench/gpu_check.py throughput)", "gpu": gpu, "train": train,
