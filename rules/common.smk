@@ -167,8 +167,10 @@ def sample_jobs():
 
 
 def sample_size(key):
-    """num_samples or batch_size of a sample file (its plan entry's, else sampling's), for the sample rule."""
-    return lambda wildcards: PLAN_JOBS[(wildcards.run, wildcards.sampler, int(wildcards.steps), int(wildcards.seed))][key]
+    """num_samples or batch_size of a sample file (its plan entry's, else sampling's: also for a file asked for
+    as a target without a plan entry), for the sample rule."""
+    return lambda wildcards: PLAN_JOBS.get((wildcards.run, wildcards.sampler, int(wildcards.steps),
+                                            int(wildcards.seed)), config["sampling"])[key]
 
 
 def variant(wildcards):

@@ -37,8 +37,8 @@ class NucleusStats:
     """The nucleus of each row of a (R, K) probability tensor, in four numbers per row (all (R,)):
     `thr` the smallest kept value (in the probabilities' dtype), `count` the nucleus size, `n_above` how many
     kept values exceed `thr` (the other count - n_above kept entries equal `thr`: ties, broken toward the
-    lower id, as a stable sort), `mass` the kept mass (the running sum in descending order, in the
-    probabilities' dtype: the renormaliser)."""
+    lower id, as a stable sort), `mass` the kept mass (the running sum in descending order, in the sums'
+    dtype: the renormaliser)."""
 
     thr: torch.Tensor
     count: torch.Tensor
