@@ -1,11 +1,14 @@
 # Two entry points, each of which sets itself up (a pinned venv in .venv) first:
-#   make run    - the embedded default end to end (Snakemake, 2 cores, offline, 28-55 min by host)
+#   make run    - the embedded default end to end (Snakemake, 2 cores, offline), then the report, and the README's
+#                 results section (the claims table) from this run
+#   make report - report.html: every table and figure of the finished run with its caption (snakemake --report)
 #   make test   - the test suite (unit tests + a smoke run of the whole DAG)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 CORES ?= 2
+REPORT ?= report.html
 
-.PHONY: setup run smoke test lint bench clean
+.PHONY: setup run report smoke test lint bench clean
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -18,6 +21,11 @@ $(VENV)/.installed: pyproject.toml
 run: setup
 	$(PY) -m dlm.cli unlock-stale   # a killed earlier run left its locks: the rerun completes it
 	$(VENV)/bin/snakemake --profile profiles/local --cores $(CORES)
+	$(MAKE) report
+	$(PY) -m dlm.cli readme-results   # README.md's results block = results/tables/claims.md of this run
+
+report: setup
+	$(VENV)/bin/snakemake --profile profiles/local --report $(REPORT)
 
 smoke: setup
 	$(PY) -m dlm.cli unlock-stale
@@ -33,4 +41,4 @@ bench: setup
 	$(PY) bench/run_all.py
 
 clean:
-	rm -rf results resources logs benchmarks .snakemake
+	rm -rf results resources logs benchmarks .snakemake $(REPORT)

@@ -43,11 +43,12 @@ from pathlib import Path
 import torch
 import yaml
 
+from dlm.checkpoints.safe_load import load_checkpoint
 from dlm.config import resolve_run
 from dlm.evaluation.gen_ppl import run_gen_ppl
 from dlm.evaluation.val_ppl import evaluate_ppl
 from dlm.sample import generate
-from dlm.train import train
+from dlm.train import train, with_integral
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ["ar", "mdlm", "sedd", "d3pm", "udlm", "duo", "duo_pp", "gidd_pu01"]
@@ -63,7 +64,7 @@ def hp_for(run: str, steps: int, precision: str, integral: str, seed: int = 1) -
     if curriculum is not None:  # the curriculum takes the first half of the steps, as in the default
         hp["algo_args"] = {**hp["algo_args"], "curriculum": {**curriculum, "end": steps // 2}}
         if curriculum.get("transform", "cache") == "cache":
-            hp["algo_args"]["integral_path"] = integral
+            hp = with_integral(hp, integral)
     hp["trainer"] = {**hp.get("trainer", {}), "max_steps": steps, "val_every": steps, "ckpt_every": steps,
                      "log_every": max(1, steps // 4), "precision": precision, "seed": seed, "batch_size": 64}
     return hp
@@ -238,8 +239,8 @@ def main() -> None:
     # 3. determinism: retrain, re-evaluate, resample
     def retrain() -> dict:
         again = fit("mdlm", precision, "mdlm_again")
-        w1 = torch.load(res["train_mdlm"]["ckpt"], map_location="cpu", weights_only=False)["state_dict"]
-        w2 = torch.load(again["ckpt"], map_location="cpu", weights_only=False)["state_dict"]
+        w1 = load_checkpoint(res["train_mdlm"]["ckpt"])["state_dict"]
+        w2 = load_checkpoint(again["ckpt"])["state_dict"]
         diff = max(float((w1[k].float() - w2[k].float()).abs().max()) for k in w1 if w1[k].is_floating_point())
         return {"val_ppl_first": res["train_mdlm"]["val_ppl"], "val_ppl_again": again["val_ppl"],
                 "max_abs_weight_diff": diff}

@@ -4,8 +4,14 @@ import os
 import re
 import sys
 
-from dlm.config import apply_defaults, check_config, expand_seeds, plan_jobs, plan_round_runs, resolve_run, resolve_variant
+import yaml
 
+from dlm.config import apply_defaults, check_config, expand_seeds, plan_jobs, plan_round_runs, resolve_run, resolve_variant
+from dlm.checkpoints.registry import expand_released, import_checks, use_ema
+
+# runs.NAME.released: a checkpoint of workflow_src/dlm/checkpoints/registry.yaml (rules/import.smk); the run gets
+# the entry's algo (and tokenizer) before validation. RELEASED maps each such run to its registry entry.
+RELEASED = expand_released(config)
 # validate against config/schema.yaml before anything runs (errors name key, value and expectation),
 # then fill the schema defaults (run entries inherit train_defaults instead; see dlm.config)
 SCHEMA = os.path.join(workflow.basedir, "config", "schema.yaml")
@@ -17,7 +23,7 @@ SEED_GROUP = expand_seeds(config)
 
 CORPUS = config["corpus"]["name"]
 RUNS = sorted(config["runs"])
-IMPORTED = sorted(r for r in RUNS if config["runs"][r].get("import"))
+IMPORTED = sorted(r for r in RUNS if config["runs"][r].get("import") or r in RELEASED)
 DISTILLED = sorted(r for r in RUNS if config["runs"][r].get("distill"))
 TRAINED = sorted(r for r in RUNS if r not in IMPORTED and r not in DISTILLED)
 
@@ -52,7 +58,7 @@ def by_attempt(base):
 
 def run_gpus(wildcards):
     """GPUs a training or distillation job asks for: the run's trainer.devices (DDP inside one job)."""
-    return int(resolve_run(config, wildcards.run).get("trainer", {}).get("devices", 1))
+    return int(run_trainer(wildcards).get("devices", 1))
 
 
 def run_trainer(wildcards):
@@ -146,6 +152,10 @@ def last_round(wildcards):
 
 # the papers' published numbers, shown beside ours in the tables of a paper config (dlm.report.paper_values)
 PAPER_VALUES = config["evaluation"]["paper_values"] or os.path.join(workflow.basedir, "config", "paper_values.yaml")
+# the claims file: a relative path is the working directory's, else the workflow's (config/claims_smoke.yaml)
+CLAIMS = config["evaluation"]["claims"] or os.path.join("config", "claims.yaml")
+if not os.path.isabs(CLAIMS) and not os.path.exists(CLAIMS):
+    CLAIMS = os.path.join(workflow.basedir, CLAIMS)
 
 
 def judge_is_run():
@@ -247,7 +257,8 @@ PAPER_SAMPLER_TABLES = ("distill", "remdm", "sampler_speed")  # sampler tables w
 
 
 def sampler_table_options(wildcards):
-    return {"dataset": CORPUS} if wildcards.table in PAPER_SAMPLER_TABLES else {}
+    options = {"entropy_margin": config["evaluation"]["entropy_margin"]}  # the low-entropy note of gen-PPL tables
+    return {**options, "dataset": CORPUS} if wildcards.table in PAPER_SAMPLER_TABLES else options
 
 
 def sampler_table_refs(wildcards):
@@ -283,14 +294,53 @@ def sampler_tables():
 
 def import_inputs(wildcards):
     """The pipeline's tokenizer when the run names none (the imported model then decodes like the data), and
-    the source itself when it is a local path (a changed file reruns the import)."""
+    the source itself when it is a local path (a changed file reruns the import); a released checkpoint's lock
+    (its files' sha256, written on the first download and checked by the import)."""
     entry = config["runs"][wildcards.run]
     inputs = {}
     if not entry.get("tokenizer"):
         inputs["tokenizer"] = f"resources/tokenizers/{tokenizer_id()}"
-    if os.path.exists(entry["import"]):
+    if wildcards.run in RELEASED:
+        inputs["lock"] = released_lock(RELEASED[wildcards.run]["name"])
+    elif os.path.exists(entry["import"]):
         inputs["src"] = entry["import"]
     return inputs
+
+
+def released_lock(name):
+    return f"resources/checkpoint_locks/{name}.json"
+
+
+def released_source(name):
+    """What the download of registry checkpoint `name` depends on (its params: a changed source refetches)."""
+    e = next(e for e in RELEASED.values() if e["name"] == name)
+    return {k: e.get(k) for k in ("name", "source", "sha256", "status")}
+
+
+def released_import(wildcards):
+    """The import settings of a released run: its registry entry's source, the checks the import makes
+    (layout, length, time conditioning, p_uniform) and the weights it takes; None for other imports."""
+    if wildcards.run not in RELEASED:
+        return None
+    e = RELEASED[wildcards.run]
+    return {"entry": released_source(e["name"]), "expects": import_checks(e), "use_ema": use_ema(e),
+            "local_dir": config["released"]["dir"]}
+
+
+def run_length(run):
+    """The context an imported run is built for (its `length`, or its registry entry's), None when unknown."""
+    length = config["runs"][run].get("length")
+    return length if length is not None else RELEASED.get(run, {}).get("expects", {}).get("length")
+
+
+def fits_blocks(run):
+    """Whether the packed blocks (data.block_length) are the run's context: a run built for another length (the
+    released GIDD models: 512 tokens, against OWT's 1024-token blocks) gets no val-PPL or zero-shot job."""
+    length = run_length(run)
+    return length is None or int(length) == int(config["data"]["block_length"])
+
+
+SCORED = [r for r in RUNS if fits_blocks(r)]  # runs with a val-PPL (and zero-shot) job
 
 
 def run_algo(run):
@@ -300,8 +350,8 @@ def run_algo(run):
 def val_ppl_jsons(algos=None):
     """Val-PPL JSONs of every run (and the unigram baseline), or only of runs whose algo is in `algos`."""
     if algos is not None:
-        return [f"results/eval/{r}/val_ppl.json" for r in RUNS if run_algo(r) in algos]
-    return [f"results/eval/{r}/val_ppl.json" for r in RUNS] + ["results/eval/unigram/val_ppl.json"]
+        return [f"results/eval/{r}/val_ppl.json" for r in SCORED if run_algo(r) in algos]
+    return [f"results/eval/{r}/val_ppl.json" for r in SCORED] + ["results/eval/unigram/val_ppl.json"]
 
 
 def integral_path():
@@ -314,10 +364,11 @@ ZERO_SHOT = list(config["zero_shot"]["corpora"])
 
 
 def zero_shot_runs():
-    """Runs scored on the zero-shot corpora: zero_shot.runs, or (null) every run except the judge."""
+    """Runs scored on the zero-shot corpora: zero_shot.runs, or (null) every run except the judge whose context is
+    the packed block length (`fits_blocks`)."""
     runs = config["zero_shot"].get("runs")  # a key named `runs` gets no schema default (dlm.config.NOT_FILLED)
     if runs is None:
-        return [r for r in RUNS if r != config["evaluation"]["judge"]]
+        return [r for r in SCORED if r != config["evaluation"]["judge"]]
     unknown = [r for r in runs if r not in RUNS]
     if unknown:
         raise ValueError(f"key 'zero_shot.runs': value {unknown} is invalid: expected runs of this config, one of {RUNS}")
@@ -340,7 +391,13 @@ def zero_shot_corpus_inputs(wildcards):
 
 # ---- report: figures, compute cost, paper and table targets (rules/report.smk) ----
 def table_files(*names):
-    return expand("results/tables/{table}.{ext}", table=names, ext=["csv", "md", "tex"])
+    return expand("results/tables/{table}.{ext}", table=names, ext=["csv", "md", "tex", "html"])
+
+
+def distill_specs():
+    """Teacher and rounds of every distilled run (the val-PPL table shows its steps as teacher + rounds x round)."""
+    return {r: {"from": config["runs"][r]["distill"]["from"], "rounds": config["runs"][r]["distill"]["rounds"]}
+            for r in DISTILLED}
 
 
 def figure_files(*names):
@@ -353,13 +410,19 @@ def frontier_jsons():
 
 
 def training_curves():
-    """Every training-curve CSV (dlm.train_log) with its run, seed group, round (0: trained) and teacher."""
+    """Every training-curve CSV (dlm.train_log) with its run, seed group, round (0: trained), teacher and the size
+    of its in-training validation (trainer.val_batches batches of trainer.batch_size blocks)."""
+
+    def val_size(r):
+        tr = resolve_run(config, r).get("trainer", {})
+        return {"val_batches": tr.get("val_batches"), "batch_size": tr.get("batch_size")}
+
     curves = [{"csv": f"results/models/{r}/final_metrics.csv", "run": r, "group": SEED_GROUP.get(r, r), "round": 0,
-               "from": None} for r in TRAINED]
+               "from": None, **val_size(r)} for r in TRAINED]
     for r in DISTILLED:
         spec = config["runs"][r]["distill"]
         curves += [{"csv": f"results/models/{r}/round_{k}_metrics.csv", "run": r, "group": SEED_GROUP.get(r, r),
-                    "round": k, "from": spec["from"]} for k in range(1, spec["rounds"] + 1)]
+                    "round": k, "from": spec["from"], **val_size(r)} for k in range(1, spec["rounds"] + 1)]
     return curves
 
 
@@ -377,7 +440,7 @@ def benchmark_files():
     files = [f"benchmarks/train/{r}.tsv" for r in TRAINED]
     files += [f"benchmarks/distill/{r}/round_{k}.tsv" for r in DISTILLED
               for k in range(1, config["runs"][r]["distill"]["rounds"] + 1)]
-    files += [f"benchmarks/eval/{r}/val_ppl.tsv" for r in RUNS]
+    files += [f"benchmarks/eval/{r}/val_ppl.tsv" for r in SCORED]
     files += [p.replace("results/eval/", "benchmarks/eval/").replace(".json", ".tsv") for p in zero_shot_jsons()]
     jobs = sample_jobs()
     files += [f"benchmarks/sample/{r}/{s}_T{t}_s{seed}.tsv" for r, s, t, seed in jobs]
@@ -390,13 +453,31 @@ def benchmark_files():
     return files
 
 
+def claims_inputs(wildcards):
+    """What the claims table reads: the claims file, every val-PPL, gen-PPL and MAUVE JSON, the held-out text's
+    gen-PPL row, the training benchmarks (time and memory per step) and the sample files it compares token for
+    token (dlm.report.claims)."""
+    inputs = {"spec": CLAIMS, "val": [p for p in val_ppl_jsons() if "/unigram/" not in p],
+              "bench": [f"benchmarks/train/{r}.tsv" for r in TRAINED]}
+    if config["sampling"]["plan"]:
+        inputs.update(gen=gen_ppl_jsons(), mauve=mauve_jsons(), reference="results/eval/reference/gen_heldout.json")
+        with open(CLAIMS) as f:
+            claims = (yaml.safe_load(f) or {}).get("claims") or []
+        planned = {(r, s, int(t)) for r, s, t, _ in sample_jobs()}
+        compared = {(str(c[k]["run"]), str(c[k]["sampler"]), int(c[k]["steps"])) for c in claims
+                    if c.get("test") == "same_faster" for k in ("a", "b")}
+        inputs["samples"] = [f"results/samples/{r}/{s}_T{t}_s{seed}.jsonl" for r, s, t, seed in sample_jobs()
+                             if (r, s, int(t)) in compared & planned]
+    return inputs
+
+
 def run_algos():
     return {r: run_algo(r) for r in RUNS + sorted(ROUND_RUNS)}
 
 
 def report_targets():
     """The figures and the compute-cost table (appended to all_targets)."""
-    targets = table_files("cost") + figure_files("training_curves")
+    targets = table_files("cost") + (figure_files("training_curves") if training_curves() else [])
     if config["sampling"]["plan"]:
         targets += figure_files("entropy_steps")
         if frontier_jsons():
@@ -427,17 +508,18 @@ def paper_targets(paper):
 
 
 def all_targets():
-    targets = [integral_path()] + val_ppl_jsons() + table_files("val_ppl")
+    integral = any(needs_integral(r) for r in TRAINED) or any(run_algo(r) == "dcd" for r in DISTILLED)
+    targets = ([integral_path()] if integral else []) + val_ppl_jsons() + table_files("val_ppl")
     if ZERO_SHOT and zero_shot_runs():
         targets += zero_shot_jsons() + table_files("zero_shot")
-    if any(run_algo(r) == "duo" for r in RUNS):
+    if any(run_algo(r) == "duo" for r in SCORED):
         targets += table_files("duo_curriculum")
-    if any(run_algo(r) == "gidd" for r in RUNS):
+    if any(run_algo(r) == "gidd" for r in SCORED):
         targets += table_files("gidd_pu")
     if config["sampling"]["plan"]:
         targets += gen_ppl_jsons()
         if mauve_jsons():
             targets += mauve_jsons() + ["results/eval/reference/mauve_heldout.json"]
         targets += table_files("gen_ppl") + figure_files("gen_ppl_steps") + table_files(*sampler_tables())
-    targets += report_targets()
+    targets += report_targets() + table_files("claims")
     return targets

@@ -95,7 +95,7 @@ def hp_of(algo: str, algo_args: dict | None = None) -> dict:
 
 
 def weights(path) -> dict:
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
     out = {f"raw.{k}": v for k, v in ckpt["state_dict"].items()}
     out.update({f"ema.{k}": v for k, v in ckpt["ema"]["shadow"].items()})
     return out
@@ -120,7 +120,7 @@ def test_run_signalled_twice_ends_with_the_weights_of_an_uninterrupted_run(tiny,
         assert exc.value.code == PREEMPTED_EXIT
         assert not out.exists()  # a preempted job leaves no final checkpoint
         (last,) = run.glob("checkpoints/*/last.ckpt")
-        assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == step
+        assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == step
     assert signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None)  # handlers restored after the stop
     train(str(tiny), str(out), str(run), hp, threads=1)
 
@@ -128,7 +128,7 @@ def test_run_signalled_twice_ends_with_the_weights_of_an_uninterrupted_run(tiny,
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    assert torch.load(out, map_location="cpu", weights_only=False)["global_step"] == 16
+    assert torch.load(out, map_location="cpu", weights_only=True)["global_step"] == 16
 
 
 DDP_SCRIPT = """

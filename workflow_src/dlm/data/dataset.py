@@ -89,9 +89,9 @@ class PackedDataset(torch.utils.data.Dataset):
 
     def _open(self) -> None:
         if self._ids is None:
-            self._ids = np.load(self._ids_path, mmap_mode="r")
+            self._ids = np.load(self._ids_path, mmap_mode="r", allow_pickle=False)
             if self._mask_path is not None:
-                self._mask = np.load(self._mask_path, mmap_mode="r")
+                self._mask = np.load(self._mask_path, mmap_mode="r", allow_pickle=False)
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -121,8 +121,8 @@ def unigram_counts(data_dir: str | os.PathLike, split: str = "train") -> np.ndar
     meta = read_meta(data_dir)
     K = int(meta["vocab_size"])
     ids_path, mask_path = _split_paths(data_dir, meta, split)
-    ids = np.load(ids_path, mmap_mode="r")
-    mask = np.load(mask_path, mmap_mode="r") if mask_path is not None else None
+    ids = np.load(ids_path, mmap_mode="r", allow_pickle=False)
+    mask = np.load(mask_path, mmap_mode="r", allow_pickle=False) if mask_path is not None else None
     counts = np.zeros(K, dtype=np.int64)
     for start in range(0, ids.shape[0], _ROWS_PER_CHUNK):
         block = np.asarray(ids[start:start + _ROWS_PER_CHUNK])
