@@ -6,7 +6,7 @@ import sys
 
 import yaml
 
-from dlm.config import apply_defaults, check_config, expand_seeds, resolve_run, resolve_variant
+from dlm.config import apply_defaults, check_config, expand_seeds, plan_jobs, plan_round_runs, resolve_run, resolve_variant
 from dlm.checkpoints.registry import expand_released, import_checks, use_ema
 
 # runs.NAME.released: a checkpoint of workflow_src/dlm/checkpoints/registry.yaml (rules/import.smk); the run gets
@@ -37,11 +37,15 @@ def srun_launched(run):
 
 SRUN_TRAINED = [r for r in TRAINED if srun_launched(r)]
 ONE_TASK_TRAINED = [r for r in TRAINED if r not in SRUN_TRAINED]
+# sampled rounds of distilled runs (sampling.plan rounds): RUN_roundK -> (RUN, K), sampled from round_K.ckpt
+ROUND_RUNS = plan_round_runs(config)
+# every sample file of the plan with its num_samples and batch_size
+PLAN_JOBS = plan_jobs(config)
 
 
 wildcard_constraints:
     corpus=r"[A-Za-z0-9_.-]+",
-    run="|".join(RUNS),
+    run="|".join(RUNS + sorted(ROUND_RUNS)),
     sampler=r"[a-z][a-z0-9_]*",
     steps=r"\d+",
     seed=r"\d+",
@@ -172,14 +176,14 @@ def judge_arg(wildcards, input):
 
 def sample_jobs():
     """(run, sampler variant, steps, seed) for every planned sample file (plan order, no duplicates)."""
-    jobs = []
-    for entry in config["sampling"]["plan"]:
-        for steps in entry["steps"]:
-            for seed in entry.get("seeds", config["sampling"]["seeds"]):
-                job = (entry["run"], entry["sampler"], steps, seed)
-                if job not in jobs:
-                    jobs.append(job)
-    return jobs
+    return list(PLAN_JOBS)
+
+
+def sample_size(key):
+    """num_samples or batch_size of a sample file (its plan entry's, else sampling's: also for a file asked for
+    as a target without a plan entry), for the sample rule."""
+    return lambda wildcards: PLAN_JOBS.get((wildcards.run, wildcards.sampler, int(wildcards.steps),
+                                            int(wildcards.seed)), config["sampling"])[key]
 
 
 def variant(wildcards):
@@ -189,7 +193,8 @@ def variant(wildcards):
 
 def sample_inputs(wildcards):
     """The checkpoint, and the packed data when the variant takes held-out prompts."""
-    inputs = {"ckpt": f"results/models/{wildcards.run}/final.ckpt"}
+    run, k = ROUND_RUNS.get(wildcards.run, (wildcards.run, None))
+    inputs = {"ckpt": f"results/models/{run}/round_{k}.ckpt" if k else f"results/models/{run}/final.ckpt"}
     prompts = config["sampling"]["prompts"]
     if variant(wildcards)["condition"] != "none" and prompts["source"] == "heldout":
         inputs["data"] = f"results/data/{CORPUS}/packed"
@@ -216,8 +221,9 @@ def _plain(s):
 SAMPLER_TABLES = {
     "distill": lambda algo, s: _plain(s) and algo in ("duo", "udlm", "dcd", "mdlm", "sdtt")
     and s["sampler"] in ("duo_ancestral", "duo_greedy_tail", "mdlm_ancestral"),
-    "remdm": lambda algo, s: _plain(s) and algo == "mdlm"
-    and (s["sampler"].startswith("remdm_") or s["sampler"] == "mdlm_ancestral"),
+    "remdm": lambda algo, s: _plain(s)
+    and ((algo == "mdlm" and (s["sampler"].startswith("remdm_") or s["sampler"] == "mdlm_ancestral"))
+         or (algo == "sedd" and s["sampler"] == "sedd_analytic") or (algo == "ar" and s["sampler"] == "ar")),
     "sampler_speed": lambda algo, s: _plain(s),
     "semi_ar": lambda algo, s: _plain(s) and s["sampler"] in ("mdlm_semi_ar", "mdlm_ancestral") and algo == "mdlm",
     "self_correction": lambda algo, s: bool(s["self_correct"]),
@@ -250,7 +256,7 @@ def mauve_jsons_for(table):
             if keep(*job_settings((r, s, t, seed)))]
 
 
-PAPER_SAMPLER_TABLES = ("distill", "remdm")  # sampler tables with the papers' values beside ours
+PAPER_SAMPLER_TABLES = ("distill", "remdm", "sampler_speed")  # sampler tables with the papers' values beside ours
 
 
 def sampler_table_options(wildcards):
@@ -341,7 +347,7 @@ SCORED = [r for r in RUNS if fits_blocks(r)]  # runs with a val-PPL (and zero-sh
 
 
 def run_algo(run):
-    return resolve_run(config, run)["algo"]
+    return resolve_run(config, ROUND_RUNS.get(run, (run,))[0])["algo"]
 
 
 def val_ppl_jsons(algos=None):
@@ -469,7 +475,7 @@ def claims_inputs(wildcards):
 
 
 def run_algos():
-    return {r: run_algo(r) for r in RUNS}
+    return {r: run_algo(r) for r in RUNS + sorted(ROUND_RUNS)}
 
 
 def report_targets():

@@ -69,7 +69,7 @@ def test_unknown_config_key_names_its_path_the_keys_allowed_and_the_closest():
 @pytest.mark.parametrize("path,value,expected", [
     (["train_defaults", "trainer", "batch_size"], "big", "'big' is not of type 'integer'"),  # wrong type
     (["train_defaults", "trainer", "max_steps"], 0, "0 is less than the minimum of 1"),  # out of range
-    (["data", "packing"], "wrapp", "'wrapp' is not one of ['wrap', 'pad']"),  # bad enum
+    (["data", "packing"], "wrapp", "'wrapp' is not one of ['wrap', 'wrap_bos', 'pad']"),  # bad enum
 ])
 def test_invalid_config_value_names_key_value_and_expectation(path, value, expected):
     cfg = smoke_config()

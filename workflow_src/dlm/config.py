@@ -157,7 +157,7 @@ def resolve_variant(config: dict, name: str) -> dict:
 
 # which keys of a run's `algo_args` apply to which objective (the schema documents each key)
 ALGO_ARGS: dict[str, tuple[str, ...]] = {
-    "ar": (), "mdlm": (), "udlm": (), "sedd": (),
+    "ar": (), "mdlm": (), "udlm": (), "sedd": ("graph",),
     "d3pm": ("T",),
     "duo": ("curriculum",),
     "gidd": ("p_uniform", "loss_weighting", "min_loss_weight", "max_loss_weight", "t_eps"),
@@ -242,6 +242,17 @@ def _cross_checks(config: dict) -> list[str]:
             out.append(f"key 'sampling.plan.{i}.sampler': value {entry['sampler']!r} is invalid: it self-corrects, "
                        f"which needs a denoiser; run {run!r} has algo {algo!r}, expected one of "
                        f"{list(SELF_CORRECT_ALGOS)}")
+        if entry.get("rounds"):
+            spec = runs[run].get("distill")
+            bad = [k for k in entry["rounds"] if not spec or not 1 <= k <= spec["rounds"]]
+            if bad:
+                out.append(f"key 'sampling.plan.{i}.rounds': value {entry['rounds']!r} is invalid: rounds of a distilled "
+                           f"run, 1..{spec['rounds']} for run {run!r}" if spec else
+                           f"key 'sampling.plan.{i}.rounds': run {run!r} is not distilled (no distill: {{from, rounds}})")
+    try:
+        plan_jobs(config)
+    except ConfigError as e:
+        out.append(str(e))
     for name in runs:
         hp = resolve_run(config, name)
         allowed = ALGO_ARGS.get(hp.get("algo"), ())
@@ -311,6 +322,41 @@ def _image_checks(images: dict) -> list[str]:
             out.append(f"key 'images.sampling.plan.{i}.conditions': run {run!r} is not class-conditional "
                        f"(model.class_conditional false); use conditions [none]")
     return out
+
+
+def round_run_name(run: str, k: int) -> str:
+    """The name under which round k of a distilled run is sampled (sampling.plan rounds): RUN_roundK."""
+    return f"{run}_round{k}"
+
+
+def plan_round_runs(config: dict) -> dict[str, tuple[str, int]]:
+    """{RUN_roundK: (RUN, K)} for every round a plan entry samples (`rounds`), in plan order."""
+    out: dict[str, tuple[str, int]] = {}
+    for entry in config.get("sampling", {}).get("plan", []) or []:
+        for k in entry.get("rounds") or []:
+            out[round_run_name(entry["run"], int(k))] = (entry["run"], int(k))
+    return out
+
+
+def plan_jobs(config: dict) -> dict[tuple[str, str, int, int], dict[str, int]]:
+    """Every planned sample file (run, sampler variant, steps, seed), in plan order without duplicates, with its
+    num_samples and batch_size (the entry's, else sampling's). A plan entry with `rounds` also samples those
+    rounds of its distilled run (run names `round_run_name`). Two entries giving one file different sizes are
+    a ConfigError."""
+    sampling = config.get("sampling", {})
+    jobs: dict[tuple[str, str, int, int], dict[str, int]] = {}
+    for i, entry in enumerate(sampling.get("plan", []) or []):
+        sizes = {k: int(entry.get(k, sampling.get(k, 32))) for k in ("num_samples", "batch_size")}
+        runs = [entry["run"]] + [round_run_name(entry["run"], int(k)) for k in entry.get("rounds") or []]
+        for run in runs:
+            for steps in entry["steps"]:
+                for seed in entry.get("seeds", sampling.get("seeds", [1])):
+                    job = (run, entry["sampler"], int(steps), int(seed))
+                    if job in jobs and jobs[job] != sizes:
+                        raise ConfigError(f"key 'sampling.plan.{i}': sample file {job} is planned twice with different "
+                                          f"sizes {jobs[job]} and {sizes}")
+                    jobs.setdefault(job, sizes)
+    return jobs
 
 
 def resolve_run(config: dict, name: str) -> dict[str, Any]:

@@ -543,7 +543,8 @@ def build_import(src: str | Path, algo: str, tokenizer_dir: str | Path, length: 
     if algo == "sedd":
         graph, scaled = config_value(cfg, "graph"), config_value(cfg, "scale_by_sigma")
         if graph is not None and graph != "absorb":
-            raise ImportMismatchError(f"{where}: SEDD graph {graph!r}; algo sedd is the absorbing graph")
+            raise ImportMismatchError(f"{where}: SEDD graph {graph!r}; `dlm import` maps the absorbing graph only "
+                                      "(no uniform-graph checkpoint was released; train one with algo_args graph: uniform)")
         if scaled is not None and not scaled:
             raise ImportMismatchError(f"{where}: SEDD model with scale_by_sigma=False; algo sedd applies the absorbing "
                                       "scale_by_sigma output transformation")

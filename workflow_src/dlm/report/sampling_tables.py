@@ -29,7 +29,7 @@ KEYS = ["run", "algo", "sampler", "sampler_kind", "steps"]
 
 def sample_metrics(json_paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
     """One row per gen-PPL JSON: run, algo, sampler (variant), sampler_kind, steps, seed, condition,
-    self_correct, nucleus_p, p_uniform and the metrics (NaN where absent)."""
+    self_correct, nucleus_p, p_uniform, graph (SEDD's) and the metrics (NaN where absent)."""
     rows = []
     for p in json_paths:
         d = read_json(p)
@@ -44,6 +44,7 @@ def sample_metrics(json_paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
             "self_correct": bool(settings.get("self_correct", False)),
             "nucleus_p": d.get("nucleus_p") if d.get("nucleus_p") is not None else 1.0,
             "p_uniform": (d.get("algo_args") or {}).get("p_uniform", np.nan),
+            "graph": (d.get("algo_args") or {}).get("graph", "absorb" if d["algo"] == "sedd" else None),
             **{k: d.get(k, np.nan) if d.get(k) is not None else np.nan
                for k in ("gen_ppl", "entropy", "nfe", "seconds_per_sample", "tokens_per_s", "num_tokens",
                          "gen_ppl_before", "entropy_before", "sc_changes_mean", "sc_steps_mean", "length")}})
@@ -164,10 +165,13 @@ def remdm_table(json_paths, out_stem, mauve_jsons=None, reference=None, referenc
                 dataset=None, entropy_margin: float = ENTROPY_MARGIN) -> pd.DataFrame:
     """ReMDM's OWT table: MAUVE (with `mauve_jsons`: mean ± sd over k-means seeds), gen PPL and entropy per T."""
     df = _plain(sample_metrics(json_paths))
-    df = df[(df["algo"] == "mdlm") & (df["sampler_kind"].str.startswith("remdm_")
-                                      | (df["sampler_kind"] == "mdlm_ancestral"))]
-    if df.empty:
+    mdlm = (df["algo"] == "mdlm") & (df["sampler_kind"].str.startswith("remdm_") | (df["sampler_kind"] == "mdlm_ancestral"))
+    # ReMDM Table 1's reference rows: SEDD (absorb) with its analytic sampler, AR (with nucleus: its AR† row)
+    ref_rows = ((df["algo"] == "sedd") & (df["graph"] == "absorb") & (df["sampler_kind"] == "sedd_analytic")) | (
+        (df["algo"] == "ar") & (df["sampler_kind"] == "ar"))
+    if not mdlm.any():
         raise ValueError("remdm_table: no MDLM ancestral or ReMDM samples")
+    df = df[mdlm | ref_rows]
     keys = KEYS + ["nucleus_p"]
     agg = _over_seeds(df, keys, ["gen_ppl", "entropy", "nfe"])
     pm = {"gen_ppl": "gen_ppl_std"}
@@ -180,7 +184,8 @@ def remdm_table(json_paths, out_stem, mauve_jsons=None, reference=None, referenc
                       [("mauve", "MAUVE"), ("gen_ppl", "Gen. PPL"), ("entropy", "entropy")])
     agg, rule = _noted(agg, entropy_margin)
     write_table(agg, out_stem, caption="ReMDM (Wang et al.\\ 2025): MDLM ancestral against the remasking strategies "
-                "(cap, rescale, conf, loop) and the forward-backward and DFM correctors, per number of steps"
+                "(cap, rescale, conf, loop) and the forward-backward and DFM correctors, per number of steps, with "
+                "SEDD (absorb, analytic sampler) and AR as reference rows"
                 + (": MAUVE (mean $\\pm$ sd over k-means seeds), gen.\\ PPL (mean $\\pm$ sd over sampling seeds) "
                    "and entropy." if mauve_jsons else ".")
                 + (_REF_NOTE if reference else "") + rule,
@@ -188,18 +193,21 @@ def remdm_table(json_paths, out_stem, mauve_jsons=None, reference=None, referenc
     return agg
 
 
-def speed_table(json_paths, out_stem, reference=None, entropy_margin: float = ENTROPY_MARGIN) -> pd.DataFrame:
+def speed_table(json_paths, out_stem, reference=None, paper_values=None, dataset=None,
+                entropy_margin: float = ENTROPY_MARGIN) -> pd.DataFrame:
     df = _plain(sample_metrics(json_paths))
     agg = _sort(_over_seeds(df, KEYS, ["seconds_per_sample", "nfe", "tokens_per_s", "gen_ppl", "entropy"]),
                 ["run", "sampler", "steps"])
     agg = with_reference(agg, reference)
     agg, rule = _noted(agg, entropy_margin)
-    write_table(agg.drop(columns=["gen_ppl_std", "n_seeds"]), out_stem,
+    formats, labels = dict(_FORMATS), dict(_LABELS)
+    agg = _with_paper(agg.drop(columns=["gen_ppl_std", "n_seeds"]), formats, labels, paper_values, dataset,
+                      "sampler_speed", [("seconds_per_sample", "s / sample")])
+    write_table(agg, out_stem,
                 caption="Sampling cost (MDLM README): wall-clock seconds and network calls (NFE) per sample and "
-                "tokens per second (means over sampling seeds), with the quality each setting buys."
-                + (_REF_NOTE if reference else "") + rule,
-                label="tab:sampler_speed",
-                formats=_FORMATS, labels=_LABELS)
+                "tokens per second (means over sampling seeds), with the quality each setting buys; the README's "
+                "seconds are one A5000's, so only their ratios compare." + (_REF_NOTE if reference else "") + rule,
+                label="tab:sampler_speed", formats=formats, labels=labels)
     return agg
 
 
