@@ -457,20 +457,26 @@ def benchmark_files():
 
 
 def claims_inputs(wildcards):
-    """What the claims table reads: the claims file, every val-PPL, gen-PPL and MAUVE JSON, the held-out text's
-    gen-PPL row, the training benchmarks (time and memory per step) and the sample files it compares token for
-    token (dlm.report.claims)."""
+    """What the claims table reads: the claims file, the val-PPL JSONs and training benchmarks of the trained runs,
+    the held-out text's gen-PPL row, and the gen-PPL and MAUVE JSONs (and, for same-samples claims, the sample
+    files) of the samples its claims compare, so that a sampler no claim reads never reruns it (dlm.report.claims)."""
     inputs = {"spec": CLAIMS, "val": [p for p in val_ppl_jsons() if "/unigram/" not in p],
               "bench": [f"benchmarks/train/{r}.tsv" for r in TRAINED]}
-    if config["sampling"]["plan"]:
-        inputs.update(gen=gen_ppl_jsons(), mauve=mauve_jsons(), reference="results/eval/reference/gen_heldout.json")
-        with open(CLAIMS) as f:
-            claims = (yaml.safe_load(f) or {}).get("claims") or []
-        planned = {(r, s, int(t)) for r, s, t, _ in sample_jobs()}
-        compared = {(str(c[k]["run"]), str(c[k]["sampler"]), int(c[k]["steps"])) for c in claims
-                    if c.get("test") == "same_faster" for k in ("a", "b")}
-        inputs["samples"] = [f"results/samples/{r}/{s}_T{t}_s{seed}.jsonl" for r, s, t, seed in sample_jobs()
-                             if (r, s, int(t)) in compared & planned]
+    if not config["sampling"]["plan"]:
+        return inputs
+    with open(CLAIMS) as f:
+        claims = (yaml.safe_load(f) or {}).get("claims") or []
+    sides = [(c["test"], c[k]) for c in claims for k in ("a", "b") if isinstance(c.get(k), dict)]
+    wanted = {(str(x["run"]), str(x["sampler"]), int(x["steps"])) for _, x in sides}
+    same = {(str(x["run"]), str(x["sampler"]), int(x["steps"])) for test, x in sides if test == "same_faster"}
+    jobs = [job for job in sample_jobs() if (job[0], job[1], int(job[2])) in wanted]
+    mauve = set(mauve_jsons())
+    inputs["gen"] = [f"results/eval/{r}/gen_{s}_T{t}_s{seed}.json" for r, s, t, seed in jobs]
+    inputs["mauve"] = [p for p in (f"results/eval/{r}/mauve_{s}_T{t}_s{seed}.json" for r, s, t, seed in jobs)
+                       if p in mauve]
+    inputs["samples"] = [f"results/samples/{r}/{s}_T{t}_s{seed}.jsonl" for r, s, t, seed in jobs
+                         if (r, s, int(t)) in same]
+    inputs["reference"] = "results/eval/reference/gen_heldout.json"
     return inputs
 
 
