@@ -72,14 +72,15 @@ def in_domain_lowest(df: pd.DataFrame, in_domain: str, corpora: Sequence[str]) -
 
 
 def paper_rows(df: pd.DataFrame, corpora: Sequence[str], path: str | os.PathLike | None,
-               dataset: str | None) -> pd.DataFrame:
+               dataset: str | None, table: str = "zero_shot", metric: str = "zero_shot_ppl") -> pd.DataFrame:
     """One row per run of `df` that the paper-values file reports zero-shot PPLs for (table zero_shot, metric
-    zero_shot_ppl, this dataset), with the paper's value in each corpus column and its source in ``source``."""
+    zero_shot_ppl, this dataset), with the paper's value in each corpus column and its source in ``source``.
+    Another `table` / `metric` whose entries are keyed by ``corpus`` (the downstream table's tasks) works alike."""
     if path is None or dataset is None:
         return pd.DataFrame()
     entries, _ = paper_values.load(path)
-    entries = entries[(entries["dataset"] == dataset) & (entries["table"] == "zero_shot")
-                      & (entries["metric"] == "zero_shot_ppl") & entries["corpus"].isin(list(corpora))]
+    entries = entries[(entries["dataset"] == dataset) & (entries["table"] == table)
+                      & (entries["metric"] == metric) & entries["corpus"].isin(list(corpora))]
     rows = []
     for _, ours in df.iterrows():
         mine = entries[entries["run"] == ours["run"]]
@@ -90,7 +91,7 @@ def paper_rows(df: pd.DataFrame, corpora: Sequence[str], path: str | os.PathLike
 
 
 def tolerance_flags(df: pd.DataFrame, corpora: Sequence[str], path: str | os.PathLike | None,
-                    dataset: str | None) -> pd.Series:
+                    dataset: str | None, table: str = "zero_shot", metric: str = "zero_shot_ppl") -> pd.Series:
     """Per row of ours: which corpora lie outside the paper-values tolerance ("outside ±10%: ptb, lm1b"), or
     "within ±10%" when every corpus the paper reports is inside; "" for runs the paper does not report."""
     out = pd.Series("", index=df.index, dtype=object)
@@ -99,10 +100,10 @@ def tolerance_flags(df: pd.DataFrame, corpora: Sequence[str], path: str | os.Pat
     outside: dict[int, list[str]] = {i: [] for i in df.index}
     limit, seen = "", set()
     for c in corpora:
-        cmp = paper_values.compare(df.assign(corpus=c), path, dataset, "zero_shot", "zero_shot_ppl", column=c)
-        if "zero_shot_ppl_flag" not in cmp.columns:
+        cmp = paper_values.compare(df.assign(corpus=c), path, dataset, table, metric, column=c)
+        if f"{metric}_flag" not in cmp.columns:
             continue
-        for i, flag in cmp["zero_shot_ppl_flag"].items():
+        for i, flag in cmp[f"{metric}_flag"].items():
             if flag:
                 seen.add(i)
                 limit = flag.split(" ", 1)[1] if " " in flag and flag.startswith(("within", "outside")) else limit
