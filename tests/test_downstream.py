@@ -182,6 +182,20 @@ def test_built_task_is_an_lm_eval_yaml_task_over_held_out_text(task, packed):
     assert len({r["label"] for r in rows}) > 1  # the answer's position is drawn
 
 
+def test_shuffled_distractors_are_the_answer_in_other_word_orders(task, packed, tmp_path):
+    from dlm.evaluation.downstream_task import build_task
+
+    d, spec, _ = task
+    build_task(spec | {"distractors": "shuffled"}, str(packed.parent / "valid.jsonl"), str(packed.parent / "tok"),
+               "t", str(tmp_path / "t.yaml"), str(tmp_path / "t.jsonl"), block_length=32)
+    rows = [json.loads(x) for x in (tmp_path / "t.jsonl").read_text().splitlines()]
+    assert len(rows) == 10
+    for r in rows:
+        answer = r["choices"][r["label"]]
+        assert len(set(r["choices"])) == 4
+        assert all(sorted(c.split(" ")) == sorted(answer.split(" ")) for c in r["choices"])
+
+
 def test_task_rebuild_is_identical_and_bad_settings_name_the_task(task, packed, tmp_path):
     from dlm.evaluation.downstream_task import build_task
 
@@ -234,9 +248,17 @@ def test_lm_eval_runs_the_local_task_offline_and_its_accuracy_is_our_argmax(task
         assert res["settings"]["loss_avg_mode"] == "full" and res["settings"]["lm_eval_version"]
 
 
-def test_unknown_task_is_named_before_any_model_is_loaded(tmp_path):
+def test_unknown_task_is_named_before_any_model_is_loaded(tmp_path, monkeypatch):
+    import lm_eval.tasks
+
     from dlm.evaluation.downstream import evaluate_downstream
 
+    class Index:  # lm-eval's own index of ~10k task files takes seconds to build: a stand-in that knows none
+        def __init__(self, include_path=None, include_defaults=True):
+            assert include_defaults and include_path == [str(tmp_path)]
+            self.all_tasks = []
+
+    monkeypatch.setattr(lm_eval.tasks, "TaskManager", Index)
     with pytest.raises(ValueError, match="no_such_task"):
         evaluate_downstream(str(tmp_path / "missing.ckpt"), ["no_such_task"], str(tmp_path / "o.json"),
                             str(tmp_path / "q.jsonl"), [str(tmp_path)])

@@ -71,8 +71,9 @@ class RepeatedSequence(torch.utils.data.Dataset):
 @torch.no_grad()
 def continuation_loglikelihood(module, prefix: list[int], target: list[int], num_mc_samples: int,
                                batch_size: int, seed: int) -> dict:
-    """{"ll", "se", "tokens", "greedy"} of `target` after `prefix` (module docstring): exact for AR (se 0),
-    the seeded Monte-Carlo -NELBO per token of prefix + target for diffusion models."""
+    """{"ll", "se", "tokens", "greedy", "draws"} of `target` after `prefix` (module docstring): exact for AR
+    (se 0), the seeded Monte-Carlo -NELBO per token of prefix + target for diffusion models; "draws": each
+    draw's value (num_mc_samples,), whose mean is "ll" (for paired comparisons between choices)."""
     ids = torch.tensor(prefix + target, dtype=torch.long, device=module.device)  # (L,)
     if module.causal:  # AR: only the continuation's tokens are scored
         counted = torch.zeros_like(ids)
@@ -84,7 +85,9 @@ def continuation_loglikelihood(module, prefix: list[int], target: list[int], num
     data = RepeatedSequence(ids, counted, draws)
     bound = monte_carlo_bound(module, data, min(batch_size, draws), seed, passes=1, device=module.device,
                               desc="downstream", progress=False)
-    out = {"ll": -bound["nll"], "se": 0.0 if module.causal else bound["se"], "tokens": len(ids), "greedy": False}
+    draws_ll = -(bound["seq_nll"][0] / bound["seq_tokens"][0]).astype(np.float32)  # (draws,) each draw's -NELBO
+    out = {"ll": -bound["nll"], "se": 0.0 if module.causal else bound["se"], "tokens": len(ids), "greedy": False,
+           "draws": draws_ll}
     if module.causal:
         logits = module.ar_logits(ids[None, :-1])[0, len(prefix) - 1:]  # (len(target), K): predicts the target
         out["greedy"] = bool((logits.argmax(-1) == ids[len(prefix):]).all())
@@ -133,7 +136,8 @@ class DLMHarness(LM):
             length = self.module.hparams.block_length
             overlong = len(prefix) + len(target) > length
             if overlong and (self.overlong == "zero" or len(target) + 1 > length):
-                rec = {"ll": 0.0, "se": 0.0, "tokens": len(prefix) + len(target), "greedy": False}
+                rec = {"ll": 0.0, "se": 0.0, "tokens": len(prefix) + len(target), "greedy": False,
+                       "draws": np.zeros(1, np.float32)}
             else:
                 if overlong:  # keep BOS and the most recent context tokens
                     prefix = [prefix[0]] + prefix[len(prefix) + len(target) - length + 1:]
@@ -158,29 +162,38 @@ class DLMHarness(LM):
         raise NotImplementedError("dlm models score multiple-choice tasks only; generation is `dlm sample`")
 
 
+def paired_margin(a: dict, b: dict) -> tuple[float, float]:
+    """(ll_a - ll_b, its Monte-Carlo s.e.) of two scored requests. The draws of both come from the same seeded
+    generators (t of draw k is the same for every request of a length-independent batch layout), so the s.e. is
+    that of the per-draw differences, std / sqrt(n); 0 for exact (AR) or unscored (over-long) requests."""
+    margin = a["ll"] - b["ll"]
+    if len(a["draws"]) != len(b["draws"]) or len(a["draws"]) < 2:
+        return margin, math.hypot(a["se"], b["se"])
+    d = a["draws"].astype(np.float64) - b["draws"].astype(np.float64)
+    return margin, float(d.std(ddof=1) / math.sqrt(len(d)))
+
+
 def question_records(samples: list[dict], records: dict[tuple[str, str], dict]) -> list[dict]:
-    """Per question of one task (lm-eval's logged samples): the choices' ll and MC s.e., the answer, the pick."""
+    """Per question of one task (lm-eval's logged samples): the choices' ll and MC s.e., the answer, the pick,
+    and the pick's margin over the runner-up with its paired Monte-Carlo s.e. (`paired_margin`)."""
     rows = []
     for s in samples:
         recs = [records[tuple(a)] for a in s["arguments"]]
         ll = [r["ll"] for r in recs]
+        order = np.argsort(ll)[::-1]
+        margin, margin_se = paired_margin(recs[order[0]], recs[order[1]]) if len(ll) > 1 else (math.inf, 0.0)
         rows.append({"doc_id": s["doc_id"], "target": s["target"], "ll": ll, "se": [r["se"] for r in recs],
-                     "pred": int(np.argmax(ll)), "acc": s.get("acc"), "acc_norm": s.get("acc_norm"),
-                     "overlong": sum(r["overlong"] for r in recs)})
+                     "pred": int(order[0]), "margin": margin, "margin_se": margin_se, "acc": s.get("acc"),
+                     "acc_norm": s.get("acc_norm"), "overlong": sum(r["overlong"] for r in recs)})
     return rows
 
 
 def mc_summary(rows: list[dict]) -> dict:
     """How much the Monte-Carlo error can matter: the mean / max s.e. of a choice's ll, and the share of
-    questions whose best and second-best choices lie within 2 combined s.e. (sqrt(se1^2 + se2^2); with common
-    random numbers the difference's error is smaller, so this share is an upper estimate)."""
+    questions whose pick beats the runner-up by less than 2 paired s.e. (`paired_margin`): their answer could
+    change with other draws."""
     se = [x for r in rows for x in r["se"]]
-    close = 0
-    for r in rows:
-        order = np.argsort(r["ll"])[::-1]
-        if len(order) > 1:
-            a, b = order[0], order[1]
-            close += (r["ll"][a] - r["ll"][b]) < 2 * math.hypot(r["se"][a], r["se"][b])
+    close = sum(r["margin"] < 2 * r["margin_se"] for r in rows)
     return {"mc_se_mean": float(np.mean(se)) if se else 0.0, "mc_se_max": float(np.max(se)) if se else 0.0,
             "mc_ambiguous": close / len(rows) if rows else 0.0}
 

@@ -67,8 +67,9 @@ def monte_carlo_bound(module, data: PackedDataset, batch_size: int, seed: int, p
     passes over the first `max_batches` batches (None: all) in order, the draws (t and forward noise) of
     batch i in pass p from a generator seeded with (seed, p, i). `data`: a PackedDataset, or any dataset of
     {"input_ids", "attention_mask"} rows of one length. Returns {"pass_nll" (passes,) array, "nll" (their
-    mean), "se", "se_method" (`bound_standard_error`), "num_tokens" (per pass)}; ValueError if there is no
-    token to evaluate. `progress`: a progress bar per pass (off for many small calls)."""
+    mean), "se", "se_method" (`bound_standard_error`), "num_tokens" (per pass), "seq_nll" and "seq_tokens"
+    ((passes, N) per-row sums)}; ValueError if there is no token to evaluate. `progress`: a progress bar per
+    pass (off for many small calls)."""
     if passes < 1:
         raise ValueError(f"passes must be >= 1, got {passes}")
     loader = DataLoader(data, batch_size=batch_size, shuffle=False)
@@ -94,7 +95,7 @@ def monte_carlo_bound(module, data: PackedDataset, batch_size: int, seed: int, p
     pass_nll = seq_nll.sum(1) / seq_tokens.sum(1)  # (passes,)
     se, se_method = bound_standard_error(pass_nll, seq_nll, seq_tokens)
     return {"pass_nll": pass_nll, "nll": float(pass_nll.mean()), "se": se, "se_method": se_method,
-            "num_tokens": tokens}
+            "num_tokens": tokens, "seq_nll": seq_nll, "seq_tokens": seq_tokens}
 
 
 @torch.no_grad()
