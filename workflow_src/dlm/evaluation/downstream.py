@@ -112,7 +112,9 @@ class DLMHarness(LM):
             raise ValueError(f"num_mc_samples and batch_size must be >= 1, got {num_mc_samples}, {batch_size}")
         if unused:
             log.info("DLMHarness: ignoring lm-eval arguments %s", sorted(unused))
-        if device in (None, "auto"):
+        if device in (None, "auto") or (str(device).startswith("cuda") and not torch.cuda.is_available()):
+            if device not in (None, "auto"):  # lm-eval's command line asks for cuda by default
+                log.warning("DLMHarness: device %s is not available here; using the CPU", device)
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self._device = torch.device(device)
         self.module = load_module(checkpoint, map_location=self._device)
