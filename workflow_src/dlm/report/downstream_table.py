@@ -17,10 +17,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from dlm.utils import read_json
-
 from .tables import _algo_rank, has_seed_lists, over_train_seeds, write_table
-from .zero_shot_table import paper_rows, tolerance_flags
+from .zero_shot_table import paper_rows, read_column_jsons, tolerance_flags
 
 METRICS = ("acc", "acc_norm")
 
@@ -32,18 +30,9 @@ def downstream_frame(json_paths: Sequence[str | os.PathLike], metric: str = "acc
         raise ValueError(f"downstream table: metric must be one of {METRICS}, got {metric!r}")
     if not json_paths:
         raise ValueError("downstream table: no downstream JSONs given")
-    rows, tasks, chance = [], None, {}
-    for p in json_paths:
-        obj = read_json(p)
-        for key in ("run", "algo", "tasks"):
-            if key not in obj:
-                raise ValueError(f"{p}: required key {key!r} is missing; expected a downstream metric JSON")
-        names = list(obj["tasks"])
-        if tasks is None:
-            tasks = names
-        elif names != tasks:
-            raise ValueError(f"{p}: tasks {names} differ from the other downstream JSONs' {tasks}; rerun them with "
-                             f"the same downstream.tasks")
+    rows, chance = [], {}
+    objs, tasks = read_column_jsons(json_paths, "tasks", "downstream", "downstream.tasks")
+    for p, obj in objs:
         row = {"source": "ours", "run": obj["run"], "group": obj.get("group") or obj["run"], "algo": obj["algo"],
                "mc_draws": obj.get("mc_draws", np.nan)}
         for name, t in obj["tasks"].items():

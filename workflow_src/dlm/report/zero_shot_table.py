@@ -23,6 +23,27 @@ from .tables import _algo_rank, has_seed_lists, over_train_seeds, write_table
 
 log = logging.getLogger(__name__)
 
+def read_column_jsons(paths: Sequence[str | os.PathLike], key: str, kind: str,
+                      setting: str) -> tuple[list[tuple[str | os.PathLike, dict]], list[str]]:
+    """([(path, metric JSON)], names): JSONs with ``run``, ``algo`` and a dict `key` of one entry per table
+    column (zero-shot corpora, downstream tasks), which must name the same columns in the same order; errors
+    name the file, the `kind` of JSON expected and the config `setting` to rerun them with."""
+    objs, names = [], None
+    for p in paths:
+        obj = read_json(p)
+        for k in ("run", "algo", key):
+            if k not in obj:
+                raise ValueError(f"{p}: required key {k!r} is missing; expected a {kind} metric JSON")
+        mine = list(obj[key])
+        if names is None:
+            names = mine
+        elif mine != names:
+            raise ValueError(f"{p}: {key} {mine} differ from the other {kind} JSONs' {names}; rerun them with the "
+                             f"same {setting}")
+        objs.append((p, obj))
+    return objs, names or []
+
+
 def zero_shot_frame(zero_shot_jsons: Sequence[str | os.PathLike], val_jsons: Sequence[str | os.PathLike],
                     in_domain: str) -> tuple[pd.DataFrame, list[str]]:
     """(frame, corpus columns): per run ``run``, ``algo``, then per corpus ``{name}`` (PPL) and ``{name}_se``;
@@ -33,18 +54,9 @@ def zero_shot_frame(zero_shot_jsons: Sequence[str | os.PathLike], val_jsons: Seq
     for p in val_jsons:
         obj = read_json(p)
         val[obj["run"]] = obj
-    rows, corpora = [], None
-    for p in zero_shot_jsons:
-        obj = read_json(p)
-        for key in ("run", "algo", "corpora"):
-            if key not in obj:
-                raise ValueError(f"{p}: required key {key!r} is missing; expected a zero-shot metric JSON")
-        names = list(obj["corpora"])
-        if corpora is None:
-            corpora = names
-        elif names != corpora:
-            raise ValueError(f"{p}: corpora {names} differ from the other zero-shot JSONs' {corpora}; rerun them "
-                             f"with the same zero_shot.corpora")
+    rows = []
+    objs, corpora = read_column_jsons(zero_shot_jsons, "corpora", "zero-shot", "zero_shot.corpora")
+    for p, obj in objs:
         if obj["run"] not in val:
             raise ValueError(f"{p}: no val-PPL JSON of run {obj['run']!r} among the inputs (the in-domain column)")
         own = val[obj["run"]]
