@@ -22,6 +22,7 @@ include: "rules/zero_shot.smk"
 include: "rules/mauve.smk"
 include: "rules/downstream.smk"
 include: "rules/report.smk"
+include: "rules/images.smk"
 
 
 rule all:

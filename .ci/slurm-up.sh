@@ -18,6 +18,9 @@ SlurmctldHost=${host}
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
+# a requeued job waits cred_expire + 1 s before it starts again (default 120 s): short here, so that the
+# test of a training chain on a 1-minute partition (tests/test_slurm.py) does not wait 2 minutes per job
+AuthInfo=cred_expire=20
 CredType=cred/munge
 MpiDefault=none
 ProctrackType=proctrack/linuxproc

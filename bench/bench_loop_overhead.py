@@ -64,7 +64,7 @@ def child(spec: dict) -> dict:
     import yaml
 
     from dlm.config import apply_defaults, resolve_run
-    from dlm.train import OPTIM_DEFAULTS, build_module, loaders, resolve_trainer, train
+    from dlm.train import OPTIM_DEFAULTS, build_module, loaders, resolve_trainer, train, with_integral
     from dlm.utils import tune_malloc
 
     tune_malloc()  # as every pipeline job (setup_job)
@@ -78,7 +78,7 @@ def child(spec: dict) -> dict:
     hp = resolve_run(config, spec["run"])
     hp["trainer"] = {**hp["trainer"], "max_steps": WARMUP + STEPS}
     if hp["algo"] == "duo" and hp.get("algo_args", {}).get("curriculum", {}).get("transform", "cache") == "cache":
-        hp["algo_args"] = {**hp["algo_args"], "integral_path": spec["integral_path"]}
+        hp = with_integral(hp, spec["integral_path"])
     tr, data = resolve_trainer(hp), spec["data"]
     total = WARMUP + STEPS
 

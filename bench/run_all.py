@@ -14,7 +14,7 @@ BENCH = ROOT / "bench"
 
 def main() -> None:
     for script in ("bench_integral.py", "bench_train.py", "bench_duo_curriculum.py", "bench_loop_overhead.py",
-                   "bench_threads.py", "bench_sample.py"):
+                   "bench_threads.py", "bench_sample.py", "bench_nucleus.py", "paper_cost.py"):
         print(f"== {script}", flush=True)
         subprocess.run([sys.executable, str(BENCH / script)], check=True)
     assemble()
@@ -26,7 +26,8 @@ def assemble() -> None:
              "2 CPU cores (no GPU). Numbers are ratios against baselines measured in the same run where "
              "stated; absolute seconds vary with machine load.", ""]
     # training_notes.md is written by hand: what the three training benchmarks show
-    for name in ("integral", "train", "duo_curriculum", "loop_overhead", "threads", "training_notes", "sample", "default_run"):
+    for name in ("integral", "train", "duo_curriculum", "loop_overhead", "threads", "training_notes", "sample", "nucleus",
+                 "default_run", "paper_cost"):
         f = BENCH / "results" / f"{name}.md"
         if f.exists():
             parts += [f.read_text().strip(), ""]

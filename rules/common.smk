@@ -4,8 +4,14 @@ import os
 import re
 import sys
 
-from dlm.config import apply_defaults, check_config, expand_seeds, resolve_run, resolve_variant
+import yaml
 
+from dlm.config import apply_defaults, check_config, expand_seeds, plan_jobs, plan_round_runs, resolve_run, resolve_variant
+from dlm.checkpoints.registry import expand_released, import_checks, use_ema
+
+# runs.NAME.released: a checkpoint of workflow_src/dlm/checkpoints/registry.yaml (rules/import.smk); the run gets
+# the entry's algo (and tokenizer) before validation. RELEASED maps each such run to its registry entry.
+RELEASED = expand_released(config)
 # validate against config/schema.yaml before anything runs (errors name key, value and expectation),
 # then fill the schema defaults (run entries inherit train_defaults instead; see dlm.config)
 SCHEMA = os.path.join(workflow.basedir, "config", "schema.yaml")
@@ -17,7 +23,7 @@ SEED_GROUP = expand_seeds(config)
 
 CORPUS = config["corpus"]["name"]
 RUNS = sorted(config["runs"])
-IMPORTED = sorted(r for r in RUNS if config["runs"][r].get("import"))
+IMPORTED = sorted(r for r in RUNS if config["runs"][r].get("import") or r in RELEASED)
 DISTILLED = sorted(r for r in RUNS if config["runs"][r].get("distill"))
 TRAINED = sorted(r for r in RUNS if r not in IMPORTED and r not in DISTILLED)
 
@@ -31,24 +37,31 @@ def srun_launched(run):
 
 SRUN_TRAINED = [r for r in TRAINED if srun_launched(r)]
 ONE_TASK_TRAINED = [r for r in TRAINED if r not in SRUN_TRAINED]
+# sampled rounds of distilled runs (sampling.plan rounds): RUN_roundK -> (RUN, K), sampled from round_K.ckpt
+ROUND_RUNS = plan_round_runs(config)
+# every sample file of the plan with its num_samples and batch_size
+PLAN_JOBS = plan_jobs(config)
 
 
 wildcard_constraints:
     corpus=r"[A-Za-z0-9_.-]+",
-    run="|".join(RUNS),
+    run="|".join(RUNS + sorted(ROUND_RUNS)),
     sampler=r"[a-z][a-z0-9_]*",
     steps=r"\d+",
     seed=r"\d+",
 
 
 def by_attempt(base):
-    """A resource that grows with Snakemake's attempt (retries): base on the first, 2 x base on the second..."""
+    """A resource that grows with Snakemake's attempt (retries): base on the first, 2 x base on the second...
+    For jobs that cannot resume (evaluation, sampling), where a retry after running out of memory or time needs
+    more; training and distillation ask for the same on every attempt (they continue from last.ckpt, and a
+    time limit requeues them without an attempt: dlm.resume)."""
     return lambda wildcards, attempt: base * attempt
 
 
 def run_gpus(wildcards):
     """GPUs a training or distillation job asks for: the run's trainer.devices (DDP inside one job)."""
-    return int(resolve_run(config, wildcards.run).get("trainer", {}).get("devices", 1))
+    return int(run_trainer(wildcards).get("devices", 1))
 
 
 def run_trainer(wildcards):
@@ -142,6 +155,10 @@ def last_round(wildcards):
 
 # the papers' published numbers, shown beside ours in the tables of a paper config (dlm.report.paper_values)
 PAPER_VALUES = config["evaluation"]["paper_values"] or os.path.join(workflow.basedir, "config", "paper_values.yaml")
+# the claims file: a relative path is the working directory's, else the workflow's (config/claims_smoke.yaml)
+CLAIMS = config["evaluation"]["claims"] or os.path.join("config", "claims.yaml")
+if not os.path.isabs(CLAIMS) and not os.path.exists(CLAIMS):
+    CLAIMS = os.path.join(workflow.basedir, CLAIMS)
 
 
 def judge_is_run():
@@ -159,14 +176,14 @@ def judge_arg(wildcards, input):
 
 def sample_jobs():
     """(run, sampler variant, steps, seed) for every planned sample file (plan order, no duplicates)."""
-    jobs = []
-    for entry in config["sampling"]["plan"]:
-        for steps in entry["steps"]:
-            for seed in entry.get("seeds", config["sampling"]["seeds"]):
-                job = (entry["run"], entry["sampler"], steps, seed)
-                if job not in jobs:
-                    jobs.append(job)
-    return jobs
+    return list(PLAN_JOBS)
+
+
+def sample_size(key):
+    """num_samples or batch_size of a sample file (its plan entry's, else sampling's: also for a file asked for
+    as a target without a plan entry), for the sample rule."""
+    return lambda wildcards: PLAN_JOBS.get((wildcards.run, wildcards.sampler, int(wildcards.steps),
+                                            int(wildcards.seed)), config["sampling"])[key]
 
 
 def variant(wildcards):
@@ -176,7 +193,8 @@ def variant(wildcards):
 
 def sample_inputs(wildcards):
     """The checkpoint, and the packed data when the variant takes held-out prompts."""
-    inputs = {"ckpt": f"results/models/{wildcards.run}/final.ckpt"}
+    run, k = ROUND_RUNS.get(wildcards.run, (wildcards.run, None))
+    inputs = {"ckpt": f"results/models/{run}/round_{k}.ckpt" if k else f"results/models/{run}/final.ckpt"}
     prompts = config["sampling"]["prompts"]
     if variant(wildcards)["condition"] != "none" and prompts["source"] == "heldout":
         inputs["data"] = f"results/data/{CORPUS}/packed"
@@ -203,8 +221,9 @@ def _plain(s):
 SAMPLER_TABLES = {
     "distill": lambda algo, s: _plain(s) and algo in ("duo", "udlm", "dcd", "mdlm", "sdtt")
     and s["sampler"] in ("duo_ancestral", "duo_greedy_tail", "mdlm_ancestral"),
-    "remdm": lambda algo, s: _plain(s) and algo == "mdlm"
-    and (s["sampler"].startswith("remdm_") or s["sampler"] == "mdlm_ancestral"),
+    "remdm": lambda algo, s: _plain(s)
+    and ((algo == "mdlm" and (s["sampler"].startswith("remdm_") or s["sampler"] == "mdlm_ancestral"))
+         or (algo == "sedd" and s["sampler"] == "sedd_analytic") or (algo == "ar" and s["sampler"] == "ar")),
     "sampler_speed": lambda algo, s: _plain(s),
     "semi_ar": lambda algo, s: _plain(s) and s["sampler"] in ("mdlm_semi_ar", "mdlm_ancestral") and algo == "mdlm",
     "self_correction": lambda algo, s: bool(s["self_correct"]),
@@ -237,11 +256,12 @@ def mauve_jsons_for(table):
             if keep(*job_settings((r, s, t, seed)))]
 
 
-PAPER_SAMPLER_TABLES = ("distill", "remdm")  # sampler tables with the papers' values beside ours
+PAPER_SAMPLER_TABLES = ("distill", "remdm", "sampler_speed")  # sampler tables with the papers' values beside ours
 
 
 def sampler_table_options(wildcards):
-    return {"dataset": CORPUS} if wildcards.table in PAPER_SAMPLER_TABLES else {}
+    options = {"entropy_margin": config["evaluation"]["entropy_margin"]}  # the low-entropy note of gen-PPL tables
+    return {**options, "dataset": CORPUS} if wildcards.table in PAPER_SAMPLER_TABLES else options
 
 
 def sampler_table_refs(wildcards):
@@ -277,25 +297,64 @@ def sampler_tables():
 
 def import_inputs(wildcards):
     """The pipeline's tokenizer when the run names none (the imported model then decodes like the data), and
-    the source itself when it is a local path (a changed file reruns the import)."""
+    the source itself when it is a local path (a changed file reruns the import); a released checkpoint's lock
+    (its files' sha256, written on the first download and checked by the import)."""
     entry = config["runs"][wildcards.run]
     inputs = {}
     if not entry.get("tokenizer"):
         inputs["tokenizer"] = f"resources/tokenizers/{tokenizer_id()}"
-    if os.path.exists(entry["import"]):
+    if wildcards.run in RELEASED:
+        inputs["lock"] = released_lock(RELEASED[wildcards.run]["name"])
+    elif os.path.exists(entry["import"]):
         inputs["src"] = entry["import"]
     return inputs
 
 
+def released_lock(name):
+    return f"resources/checkpoint_locks/{name}.json"
+
+
+def released_source(name):
+    """What the download of registry checkpoint `name` depends on (its params: a changed source refetches)."""
+    e = next(e for e in RELEASED.values() if e["name"] == name)
+    return {k: e.get(k) for k in ("name", "source", "sha256", "status")}
+
+
+def released_import(wildcards):
+    """The import settings of a released run: its registry entry's source, the checks the import makes
+    (layout, length, time conditioning, p_uniform) and the weights it takes; None for other imports."""
+    if wildcards.run not in RELEASED:
+        return None
+    e = RELEASED[wildcards.run]
+    return {"entry": released_source(e["name"]), "expects": import_checks(e), "use_ema": use_ema(e),
+            "local_dir": config["released"]["dir"]}
+
+
+def run_length(run):
+    """The context an imported run is built for (its `length`, or its registry entry's), None when unknown."""
+    length = config["runs"][run].get("length")
+    return length if length is not None else RELEASED.get(run, {}).get("expects", {}).get("length")
+
+
+def fits_blocks(run):
+    """Whether the packed blocks (data.block_length) are the run's context: a run built for another length (the
+    released GIDD models: 512 tokens, against OWT's 1024-token blocks) gets no val-PPL or zero-shot job."""
+    length = run_length(run)
+    return length is None or int(length) == int(config["data"]["block_length"])
+
+
+SCORED = [r for r in RUNS if fits_blocks(r)]  # runs with a val-PPL (and zero-shot) job
+
+
 def run_algo(run):
-    return resolve_run(config, run)["algo"]
+    return resolve_run(config, ROUND_RUNS.get(run, (run,))[0])["algo"]
 
 
 def val_ppl_jsons(algos=None):
     """Val-PPL JSONs of every run (and the unigram baseline), or only of runs whose algo is in `algos`."""
     if algos is not None:
-        return [f"results/eval/{r}/val_ppl.json" for r in RUNS if run_algo(r) in algos]
-    return [f"results/eval/{r}/val_ppl.json" for r in RUNS] + ["results/eval/unigram/val_ppl.json"]
+        return [f"results/eval/{r}/val_ppl.json" for r in SCORED if run_algo(r) in algos]
+    return [f"results/eval/{r}/val_ppl.json" for r in SCORED] + ["results/eval/unigram/val_ppl.json"]
 
 
 def integral_path():
@@ -307,11 +366,11 @@ def integral_path():
 ZERO_SHOT = list(config["zero_shot"]["corpora"])
 
 
-def scored_runs(section):
-    """Runs an evaluation section scores: config[section].runs, or (null) every run except the judge."""
+def scored_runs(section, pool):
+    """Runs an evaluation section scores: config[section].runs, or (null) every run of `pool` except the judge."""
     runs = config[section].get("runs")  # a key named `runs` gets no schema default (dlm.config.NOT_FILLED)
     if runs is None:
-        return [r for r in RUNS if r != config["evaluation"]["judge"]]
+        return [r for r in pool if r != config["evaluation"]["judge"]]
     unknown = [r for r in runs if r not in RUNS]
     if unknown:
         raise ValueError(f"key '{section}.runs': value {unknown} is invalid: expected runs of this config, one of {RUNS}")
@@ -319,8 +378,9 @@ def scored_runs(section):
 
 
 def zero_shot_runs():
-    """Runs scored on the zero-shot corpora: zero_shot.runs, or (null) every run except the judge."""
-    return scored_runs("zero_shot")
+    """Runs scored on the zero-shot corpora: zero_shot.runs, or (null) every run except the judge whose context is
+    the packed block length (`fits_blocks`)."""
+    return scored_runs("zero_shot", SCORED)
 
 
 def zero_shot_jsons():
@@ -342,8 +402,9 @@ LOCAL_TASKS = [t for t in config["downstream"]["tasks"] if t in config["downstre
 
 
 def downstream_runs():
-    """Runs scored on the downstream tasks: downstream.runs, or (null) every run except the judge."""
-    return scored_runs("downstream") if config["downstream"]["tasks"] else []
+    """Runs scored on the downstream tasks: downstream.runs, or (null) every run except the judge (any context
+    length: a request longer than a run's own is handled by downstream.overlong)."""
+    return scored_runs("downstream", RUNS) if config["downstream"]["tasks"] else []
 
 
 def downstream_jsons():
@@ -357,7 +418,13 @@ def downstream_task_files():
 
 # ---- report: figures, compute cost, paper and table targets (rules/report.smk) ----
 def table_files(*names):
-    return expand("results/tables/{table}.{ext}", table=names, ext=["csv", "md", "tex"])
+    return expand("results/tables/{table}.{ext}", table=names, ext=["csv", "md", "tex", "html"])
+
+
+def distill_specs():
+    """Teacher and rounds of every distilled run (the val-PPL table shows its steps as teacher + rounds x round)."""
+    return {r: {"from": config["runs"][r]["distill"]["from"], "rounds": config["runs"][r]["distill"]["rounds"]}
+            for r in DISTILLED}
 
 
 def figure_files(*names):
@@ -370,13 +437,19 @@ def frontier_jsons():
 
 
 def training_curves():
-    """Every training-curve CSV (dlm.train_log) with its run, seed group, round (0: trained) and teacher."""
+    """Every training-curve CSV (dlm.train_log) with its run, seed group, round (0: trained), teacher and the size
+    of its in-training validation (trainer.val_batches batches of trainer.batch_size blocks)."""
+
+    def val_size(r):
+        tr = resolve_run(config, r).get("trainer", {})
+        return {"val_batches": tr.get("val_batches"), "batch_size": tr.get("batch_size")}
+
     curves = [{"csv": f"results/models/{r}/final_metrics.csv", "run": r, "group": SEED_GROUP.get(r, r), "round": 0,
-               "from": None} for r in TRAINED]
+               "from": None, **val_size(r)} for r in TRAINED]
     for r in DISTILLED:
         spec = config["runs"][r]["distill"]
         curves += [{"csv": f"results/models/{r}/round_{k}_metrics.csv", "run": r, "group": SEED_GROUP.get(r, r),
-                    "round": k, "from": spec["from"]} for k in range(1, spec["rounds"] + 1)]
+                    "round": k, "from": spec["from"], **val_size(r)} for k in range(1, spec["rounds"] + 1)]
     return curves
 
 
@@ -394,7 +467,7 @@ def benchmark_files():
     files = [f"benchmarks/train/{r}.tsv" for r in TRAINED]
     files += [f"benchmarks/distill/{r}/round_{k}.tsv" for r in DISTILLED
               for k in range(1, config["runs"][r]["distill"]["rounds"] + 1)]
-    files += [f"benchmarks/eval/{r}/val_ppl.tsv" for r in RUNS]
+    files += [f"benchmarks/eval/{r}/val_ppl.tsv" for r in SCORED]
     files += [p.replace("results/eval/", "benchmarks/eval/").replace(".json", ".tsv") for p in zero_shot_jsons()]
     files += [p.replace("results/eval/", "benchmarks/eval/").replace(".json", ".tsv") for p in downstream_jsons()]
     jobs = sample_jobs()
@@ -408,13 +481,31 @@ def benchmark_files():
     return files
 
 
+def claims_inputs(wildcards):
+    """What the claims table reads: the claims file, every val-PPL, gen-PPL and MAUVE JSON, the held-out text's
+    gen-PPL row, the training benchmarks (time and memory per step) and the sample files it compares token for
+    token (dlm.report.claims)."""
+    inputs = {"spec": CLAIMS, "val": [p for p in val_ppl_jsons() if "/unigram/" not in p],
+              "bench": [f"benchmarks/train/{r}.tsv" for r in TRAINED]}
+    if config["sampling"]["plan"]:
+        inputs.update(gen=gen_ppl_jsons(), mauve=mauve_jsons(), reference="results/eval/reference/gen_heldout.json")
+        with open(CLAIMS) as f:
+            claims = (yaml.safe_load(f) or {}).get("claims") or []
+        planned = {(r, s, int(t)) for r, s, t, _ in sample_jobs()}
+        compared = {(str(c[k]["run"]), str(c[k]["sampler"]), int(c[k]["steps"])) for c in claims
+                    if c.get("test") == "same_faster" for k in ("a", "b")}
+        inputs["samples"] = [f"results/samples/{r}/{s}_T{t}_s{seed}.jsonl" for r, s, t, seed in sample_jobs()
+                             if (r, s, int(t)) in compared & planned]
+    return inputs
+
+
 def run_algos():
-    return {r: run_algo(r) for r in RUNS}
+    return {r: run_algo(r) for r in RUNS + sorted(ROUND_RUNS)}
 
 
 def report_targets():
     """The figures and the compute-cost table (appended to all_targets)."""
-    targets = table_files("cost") + figure_files("training_curves")
+    targets = table_files("cost") + (figure_files("training_curves") if training_curves() else [])
     if config["sampling"]["plan"]:
         targets += figure_files("entropy_steps")
         if frontier_jsons():
@@ -427,8 +518,9 @@ def report_targets():
 # each paper's tables and figures (a target rule per paper lists those this config produces)
 PAPERS = {
     "duo_paper": {"tables": ["val_ppl", "zero_shot", "duo_curriculum", "gen_ppl", "distill", "sampler_speed", "cost",
-                             "downstream"],
-                  "figures": ["gen_ppl_steps", "entropy_steps", "mauve_steps", "frontier", "training_curves"]},
+                             "images", "downstream"],
+                  "figures": ["gen_ppl_steps", "entropy_steps", "mauve_steps", "frontier", "training_curves",
+                              "images_samples"]},
     "mdlm_paper": {"tables": ["val_ppl", "zero_shot", "gen_ppl", "semi_ar", "sampler_speed", "cost"],
                    "figures": ["gen_ppl_steps", "entropy_steps", "training_curves"]},
     "remdm_paper": {"tables": ["gen_ppl", "remdm", "sampler_speed"],
@@ -446,19 +538,95 @@ def paper_targets(paper):
 
 
 def all_targets():
-    targets = [integral_path()] + val_ppl_jsons() + table_files("val_ppl")
+    integral = any(needs_integral(r) for r in TRAINED) or any(run_algo(r) == "dcd" for r in DISTILLED)
+    targets = ([integral_path()] if integral else []) + val_ppl_jsons() + table_files("val_ppl")
     if ZERO_SHOT and zero_shot_runs():
         targets += zero_shot_jsons() + table_files("zero_shot")
     if downstream_runs():
         targets += downstream_jsons() + table_files("downstream")
-    if any(run_algo(r) == "duo" for r in RUNS):
+    if any(run_algo(r) == "duo" for r in SCORED):
         targets += table_files("duo_curriculum")
-    if any(run_algo(r) == "gidd" for r in RUNS):
+    if any(run_algo(r) == "gidd" for r in SCORED):
         targets += table_files("gidd_pu")
     if config["sampling"]["plan"]:
         targets += gen_ppl_jsons()
         if mauve_jsons():
             targets += mauve_jsons() + ["results/eval/reference/mauve_heldout.json"]
         targets += table_files("gen_ppl") + figure_files("gen_ppl_steps") + table_files(*sampler_tables())
-    targets += report_targets()
+    targets += report_targets() + table_files("claims")
+    targets += images_targets()
     return targets
+
+
+# ---- images (rules/images.smk): pixels as tokens, FID / IS, the images table and figure ----
+from dlm.config import image_config
+
+IMG = config["images"]
+IMG_CFG = image_config(IMG)  # train_defaults / runs / sampling of the images section, as resolve_run reads them
+IMAGE_RUNS = sorted(IMG_CFG["runs"])
+IMG_DIR = f"results/images/{IMG['dataset']['name']}"
+IMG_CONDITIONS = {"class": "class", "none": "uncond"}  # plan condition -> file-name part
+
+
+def image_run_params(wildcards):
+    """The image run's resolved settings (images.train_defaults merged with images.runs.RUN)."""
+    return resolve_run(IMG_CFG, wildcards.irun)
+
+
+def image_sample_jobs():
+    """(run, sampler variant, condition file part, steps, seed) of every planned image sample file."""
+    jobs = []
+    for entry in IMG["sampling"]["plan"]:
+        for cond in entry.get("conditions", ["class"]):
+            for steps in entry["steps"]:
+                for seed in entry.get("seeds", IMG["sampling"]["seeds"]):
+                    job = (entry["run"], entry["sampler"], IMG_CONDITIONS[cond], steps, seed)
+                    if job not in jobs:
+                        jobs.append(job)
+    return jobs
+
+
+def image_variant(wildcards):
+    """The full settings of an image sample file's sampler variant (a changed setting reruns it)."""
+    return resolve_variant(IMG_CFG, wildcards.isampler)
+
+
+def image_guidance(wildcards):
+    """The guidance weight of class-conditional files (unconditional ones take none: a changed weight reruns only
+    the class-conditional samples)."""
+    return IMG["sampling"]["guidance"] if wildcards.icond == "class" else None
+
+
+def image_condition(wildcards):
+    return {v: k for k, v in IMG_CONDITIONS.items()}[wildcards.icond]
+
+
+def image_sample_files():
+    return [f"{IMG_DIR}/samples/{r}/{s}_{c}_T{t}_s{seed}.npz" for r, s, c, t, seed in image_sample_jobs()]
+
+
+def image_score_jsons():
+    return [f"{IMG_DIR}/eval/{r}/{s}_{c}_T{t}_s{seed}.json" for r, s, c, t, seed in image_sample_jobs()]
+
+
+def image_data_inputs(wildcards):
+    """The CIFAR-10 archive when it exists (a changed file reruns the data; a missing one is the job's one-line
+    error naming what to download)."""
+    path = IMG["dataset"].get("path")
+    return [path] if IMG["dataset"]["kind"] == "cifar10" and path and os.path.exists(path) else []
+
+
+def image_feature_inputs(wildcards):
+    """What the FID features need: the pipeline's classifier, or the Inception weights file when present."""
+    ev = IMG["evaluation"]
+    if ev["features"] == "classifier":
+        return {"classifier": f"{IMG_DIR}/features/classifier.pt", "report": f"{IMG_DIR}/features/classifier.json"}
+    weights = ev.get("inception_weights")
+    return {"weights": weights} if weights and os.path.exists(weights) else {}
+
+
+def images_targets():
+    """The images table and sample grid (none without image runs or a sampling plan)."""
+    if not IMAGE_RUNS or not image_sample_jobs():
+        return []
+    return table_files("images") + figure_files("images_samples")

@@ -23,8 +23,8 @@ rule distill:
     threads: 2
     resources:
         gpu=run_gpus,
-        mem_mb=by_attempt(16000),
-        runtime=by_attempt(1440),
+        mem_mb=16000,  # the same on every job of the chain and every retry (docs/slurm.md)
+        runtime=1440,  # minutes: one job of the chain (the profile sets the partition's limit)
     script:
         "../workflow_src/dlm/scripts/distill.py"
 

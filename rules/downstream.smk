@@ -74,11 +74,17 @@ rule table_downstream:
         report(
             "results/tables/downstream.csv",
             caption="../workflow_src/dlm/report/captions/downstream.rst",
-            category="Tables",
+            category="Table data (CSV)",
             labels={"table": "downstream"},
         ),
         "results/tables/downstream.md",
         "results/tables/downstream.tex",
+        report(
+            "results/tables/downstream.html",
+            caption="../workflow_src/dlm/report/captions/downstream.rst",
+            category="Tables",
+            labels={"table": "downstream"},
+        ),
     params:
         metric=config["downstream"]["metric"],
         dataset=CORPUS,

@@ -4,6 +4,7 @@
 
 localrules:
     table_val_ppl,
+    table_claims,
     table_duo_curriculum,
     table_gidd_pu,
     table_gen_ppl,
@@ -19,14 +20,20 @@ rule table_val_ppl:
         report(
             "results/tables/val_ppl.csv",
             caption="../workflow_src/dlm/report/captions/val_ppl.rst",
-            category="Tables",
+            category="Table data (CSV)",
             labels={"table": "val_ppl"},
         ),
         "results/tables/val_ppl.md",
         "results/tables/val_ppl.tex",
+        report(
+            "results/tables/val_ppl.html",
+            caption="../workflow_src/dlm/report/captions/val_ppl.rst",
+            category="Tables",
+            labels={"table": "val_ppl"},
+        ),
     params:
         table="val_ppl",
-        options={"dataset": CORPUS},
+        options={"dataset": CORPUS, "judge": config["evaluation"]["judge"], "distilled": distill_specs()},
     log:
         "logs/report/table_val_ppl.log",
     conda:
@@ -43,11 +50,17 @@ rule table_duo_curriculum:
         report(
             "results/tables/duo_curriculum.csv",
             caption="../workflow_src/dlm/report/captions/duo_curriculum.rst",
-            category="Tables",
+            category="Table data (CSV)",
             labels={"table": "duo_curriculum"},
         ),
         "results/tables/duo_curriculum.md",
         "results/tables/duo_curriculum.tex",
+        report(
+            "results/tables/duo_curriculum.html",
+            caption="../workflow_src/dlm/report/captions/duo_curriculum.rst",
+            category="Tables",
+            labels={"table": "duo_curriculum"},
+        ),
     params:
         table="duo_curriculum",
         options={"dataset": CORPUS},
@@ -67,11 +80,17 @@ rule table_gidd_pu:
         report(
             "results/tables/gidd_pu.csv",
             caption="../workflow_src/dlm/report/captions/gidd_pu.rst",
-            category="Tables",
+            category="Table data (CSV)",
             labels={"table": "gidd_pu"},
         ),
         "results/tables/gidd_pu.md",
         "results/tables/gidd_pu.tex",
+        report(
+            "results/tables/gidd_pu.html",
+            caption="../workflow_src/dlm/report/captions/gidd_pu.rst",
+            category="Tables",
+            labels={"table": "gidd_pu"},
+        ),
     params:
         table="gidd_pu",
         options={"dataset": CORPUS},
@@ -92,12 +111,18 @@ rule table_gen_ppl:
         report(
             "results/tables/gen_ppl.csv",
             caption="../workflow_src/dlm/report/captions/gen_ppl.rst",
-            category="Tables",
+            category="Table data (CSV)",
             labels={"table": "gen_ppl"},
         ),
         "results/tables/gen_ppl.md",
         "results/tables/gen_ppl.tex",
         "results/tables/gen_ppl_seeds.csv",
+        report(
+            "results/tables/gen_ppl.html",
+            caption="../workflow_src/dlm/report/captions/gen_ppl.rst",
+            category="Tables",
+            labels={"table": "gen_ppl"},
+        ),
     params:
         table="gen_ppl",
         options={"entropy_margin": config["evaluation"]["entropy_margin"], "dataset": CORPUS},
@@ -138,11 +163,17 @@ rule table_sampler:
         report(
             "results/tables/{table}.csv",
             caption="../workflow_src/dlm/report/captions/sampler_table.rst",
-            category="Tables",
+            category="Table data (CSV)",
             labels={"table": "{table}"},
         ),
         "results/tables/{table}.md",
         "results/tables/{table}.tex",
+        report(
+            "results/tables/{table}.html",
+            caption="../workflow_src/dlm/report/captions/sampler_table.rst",
+            category="Tables",
+            labels={"table": "{table}"},
+        ),
     wildcard_constraints:
         table="|".join(SAMPLER_TABLES),
     params:
@@ -270,11 +301,17 @@ rule table_cost:
         report(
             "results/tables/cost.csv",
             caption="../workflow_src/dlm/report/captions/cost.rst",
-            category="Tables",
+            category="Table data (CSV)",
             labels={"table": "cost"},
         ),
         "results/tables/cost.md",
         "results/tables/cost.tex",
+        report(
+            "results/tables/cost.html",
+            caption="../workflow_src/dlm/report/captions/cost.rst",
+            category="Tables",
+            labels={"table": "cost"},
+        ),
     params:
         algos=run_algos(),
     log:
@@ -335,3 +372,35 @@ rule table_semi_ar:
 rule table_self_correction:
     input:
         table_files("self_correction"),
+
+
+# The papers' claims, each with its effect, 95% interval and verdict (config/claims.yaml, dlm.report.claims)
+
+
+rule table_claims:
+    input:
+        unpack(claims_inputs),
+    output:
+        report(
+            "results/tables/claims.csv",
+            caption="../workflow_src/dlm/report/captions/claims.rst",
+            category="Table data (CSV)",
+            labels={"table": "claims"},
+        ),
+        "results/tables/claims.md",
+        "results/tables/claims.tex",
+        report(
+            "results/tables/claims.html",
+            caption="../workflow_src/dlm/report/captions/claims.rst",
+            category="Tables",
+            labels={"table": "claims"},
+        ),
+    params:
+        entropy_margin=config["evaluation"]["entropy_margin"],
+        single_seed=config["evaluation"]["claims_single_seed"],
+    log:
+        "logs/report/table_claims.log",
+    conda:
+        "../environment.yml"
+    script:
+        "../workflow_src/dlm/scripts/claims_table.py"

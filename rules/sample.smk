@@ -7,8 +7,8 @@ rule sample:
     output:
         "results/samples/{run}/{sampler}_T{steps}_s{seed}.jsonl",
     params:
-        num_samples=config["sampling"]["num_samples"],
-        batch_size=config["sampling"]["batch_size"],
+        num_samples=sample_size("num_samples"),
+        batch_size=sample_size("batch_size"),
         settings=variant,
         prompts=config["sampling"]["prompts"],
     log:

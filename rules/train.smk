@@ -20,8 +20,8 @@ rule train:
     threads: 2
     resources:
         gpu=run_gpus,
-        mem_mb=by_attempt(16000),
-        runtime=by_attempt(1440),
+        mem_mb=16000,  # the same on every job of the chain and every retry (docs/slurm.md)
+        runtime=1440,  # minutes: one job of the chain (the profile sets the partition's limit)
     script:
         "../workflow_src/dlm/scripts/train.py"
 
@@ -59,8 +59,8 @@ rule train_srun:
         tasks=lambda wildcards: srun_tasks(wildcards)["world"] if srun_tasks(wildcards)["devices"] == 1 else None,
         tasks_per_gpu=lambda wildcards: 1 if srun_tasks(wildcards)["devices"] == 1 else None,
         gres=lambda wildcards: f"gpu:{srun_tasks(wildcards)['devices']}",
-        mem_mb=by_attempt(16000),
-        runtime=by_attempt(1440),
+        mem_mb=16000,  # the same on every job of the chain and every retry (docs/slurm.md)
+        runtime=1440,  # minutes: one job of the chain (the profile sets the partition's limit)
     shell:
         "{params.srun} {params.python} -m dlm.cli --log {log} train --data {input.data} --hp {params.hp:q} "
         "{params.integral} --out {output.ckpt} --threads {threads}"

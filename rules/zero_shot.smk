@@ -89,11 +89,17 @@ rule table_zero_shot:
         report(
             "results/tables/zero_shot.csv",
             caption="../workflow_src/dlm/report/captions/zero_shot.rst",
-            category="Tables",
+            category="Table data (CSV)",
             labels={"table": "zero_shot"},
         ),
         "results/tables/zero_shot.md",
         "results/tables/zero_shot.tex",
+        report(
+            "results/tables/zero_shot.html",
+            caption="../workflow_src/dlm/report/captions/zero_shot.rst",
+            category="Tables",
+            labels={"table": "zero_shot"},
+        ),
     params:
         in_domain=CORPUS,
         dataset=CORPUS,

@@ -69,7 +69,7 @@ def test_unknown_config_key_names_its_path_the_keys_allowed_and_the_closest():
 @pytest.mark.parametrize("path,value,expected", [
     (["train_defaults", "trainer", "batch_size"], "big", "'big' is not of type 'integer'"),  # wrong type
     (["train_defaults", "trainer", "max_steps"], 0, "0 is less than the minimum of 1"),  # out of range
-    (["data", "packing"], "wrapp", "'wrapp' is not one of ['wrap', 'pad']"),  # bad enum
+    (["data", "packing"], "wrapp", "'wrapp' is not one of ['wrap', 'wrap_bos', 'pad']"),  # bad enum
 ])
 def test_invalid_config_value_names_key_value_and_expectation(path, value, expected):
     cfg = smoke_config()
@@ -210,7 +210,7 @@ def test_unknown_sampler_or_algo_lists_the_known_ones(real_ckpt, packed, tmp_pat
         run_sampler(module, "nonesuch", 1, 2, torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match=r"unknown algo 'mdlmm'; expected one of \[.*'mdlm'.*'udlm'\]"):
         get_method("mdlmm")
-    ckpt = torch.load(real_ckpt, weights_only=False)
+    ckpt = torch.load(real_ckpt, weights_only=True)
     ckpt["hyper_parameters"]["method"]["algo"] = "plaid"
     torch.save(ckpt, tmp_path / "plaid.ckpt")
     with pytest.raises(ValueError) as e:
@@ -238,12 +238,12 @@ def test_sequence_length_the_model_cannot_take_names_both_lengths(packed, tmp_pa
 @pytest.mark.parametrize("steps", [0, -3])
 def test_steps_below_one_names_the_value(real_ckpt, tmp_path, capsys, steps):
     model = Model.load(str(real_ckpt), device="cpu")
-    with pytest.raises(ValueError, match=rf"sampling steps must be >= 1, got {steps}$"):
+    with pytest.raises(ValueError, match=rf"^steps = {steps} is invalid: expected an integer >= 1$"):
         model.generate(1, steps=steps)
     out = old_result(tmp_path / "s.jsonl")
     rc, err = cli(capsys, "sample", "--ckpt", tmp_path / "not-read.ckpt", "--sampler", "mdlm_ancestral", "--steps",
                   steps, "--out", out)  # refused before the checkpoint is even read
-    assert rc == 2 and f"sampling steps must be >= 1, got {steps}" in err and out.read_text() == OLD
+    assert rc == 2 and f"steps = {steps} is invalid: expected an integer >= 1" in err and out.read_text() == OLD
 
 
 # ----------------------------------------------------------------- 13: prompt longer than the block

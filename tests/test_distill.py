@@ -214,7 +214,7 @@ def test_distill_rounds_end_to_end(packed, tmp_path):
         before = dict(load_module(str(prev)).backbone.named_parameters())
         assert any(not torch.equal(p, before[n]) for n, p in m.backbone.named_parameters())  # it trained
         prev = out
-    ckpt = torch.load(prev, weights_only=False)
+    ckpt = torch.load(prev, weights_only=True)
     assert ckpt["global_step"] == 3 and "ema" in ckpt
     assert not any("teacher" in key for key in ckpt["state_dict"])
     out = run_sampler(m, "duo_greedy_tail", 2, 4, torch.Generator().manual_seed(0))

@@ -486,6 +486,65 @@ def test_dimensions_from_config_json(tiny_tok, tmp_path):
         import_checkpoint(folder, "udlm", tmp_path / "x.ckpt", tokenizer=str(tiny_tok), length=L)
 
 
+def sdtt_config(length: int = L, large: bool = False) -> dict:
+    """config.json of a jdeschena/sdtt revision: the run's whole OmegaConf config (PyTorchModelHubMixin)."""
+    model = {"name": "small", "type": "ddit-orig", "hidden_size": HIDDEN, "cond_dim": COND, "length": length,
+             "n_blocks": N_BLOCKS, "n_heads": N_HEADS, "scale_by_sigma": True, "dropout": 0.1,
+             "tie_word_embeddings": False, **({"causal": True} if large else {})}  # dit-orig-large.yaml sets causal
+    return {"mode": "train", "time_conditioning": False, "T": 0, "model": model,
+            "noise": {"type": "loglinear", "sigma_min": 1e-4, "sigma_max": 20}, "tokenizer": {"name": "gpt2"},
+            "parameterization": {"name": "multi-round-sdtt", "checkpoint_path": "kuleshov-group/mdlm-owt",
+                                 "start_from_hf": True, "distill_mode": "kl-bwd", "num_distill_steps": 2},
+            "training": {"ema": 0.9999, "sampling_eps": 1e-5}}
+
+
+@pytest.mark.parametrize("kind", ["student", "teacher_1M_sm"])
+def test_sdtt_hub_revisions(kind, tiny_tok, tmp_path):
+    """jdeschena/sdtt: students keep MDLM's DiT under 'backbone.' (and a causal key their DiT ignores); the
+    teacher_1M_sm revision wraps the hub MDLM, so its keys carry 'backbone.' twice."""
+    algo = "sdtt" if kind == "student" else "mdlm"
+    ref = reference(algo)
+    orig = to_original(ref.backbone.state_dict())
+    prefix = "backbone." if kind == "student" else "backbone.backbone."
+    folder = write_hf(tmp_path / "sdtt", {f"{prefix}{k}": v for k, v in orig.items()},
+                      sdtt_config(large=kind == "student"))
+    summary = import_checkpoint(folder, algo, tmp_path / "out.ckpt", tokenizer=str(tiny_tok))
+    assert summary["layout"] == "sdtt-hf" and summary["weights"] == "as stored"
+    m = load_module(str(tmp_path / "out.ckpt"))
+    assert m.algo == algo and m.hparams.time_conditioning is False and m.hparams.block_length == L
+    check_same(m, ref, orig)
+
+
+def test_registry_expectations_are_checked(tiny_tok, tmp_path):
+    """A file that is not the checkpoint the registry describes (another length, time conditioning or layout)
+    is refused and nothing is written."""
+    ref = reference("udlm")
+    orig = to_original(ref.backbone.state_dict())
+    folder = write_hf(tmp_path / "duo", {f"backbone.{k}": v for k, v in orig.items()},
+                      {"model_type": "duo", "n_heads": N_HEADS, "model_length": L, "causal": False})
+    good = {"layout": "duo-hf", "length": L, "time_conditioning": True}
+    import_checkpoint(folder, "udlm", tmp_path / "ok.ckpt", tokenizer=str(tiny_tok), expects=good)
+    with pytest.raises(ImportMismatchError, match=r"length 12 \(expected 1024\); layout 'duo-hf' \(expected 'mdlm-hf'\)"):
+        import_checkpoint(folder, "udlm", tmp_path / "bad.ckpt", tokenizer=str(tiny_tok),
+                          expects={"length": 1024, "layout": "mdlm-hf"})
+    assert not (tmp_path / "bad.ckpt").exists() and not (tmp_path / "bad.tokenizer").exists()
+
+
+def test_tokenizer_that_cannot_be_loaded_is_one_line_naming_tokenizer(tmp_path, capsys, monkeypatch):
+    """Offline, the default tokenizer (gpt2, a hub name) cannot be loaded: one line naming --tokenizer, no
+    transformers traceback, nothing written."""
+    from dlm.cli import main
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    orig = to_original(reference("mdlm").backbone.state_dict())
+    torch.save({f"backbone.{k}": v for k, v in orig.items()}, tmp_path / "mdlm.pt")  # no folder: default gpt2
+    assert main(["import", str(tmp_path / "mdlm.pt"), "--algo", "mdlm", "--out", str(tmp_path / "out.ckpt"),
+                 "--n-heads", str(N_HEADS), "--length", str(L)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--tokenizer" in err[0] and "'gpt2'" in err[0] and "Traceback" not in err[0], err
+    assert not (tmp_path / "out.ckpt").exists() and not (tmp_path / "out.tokenizer").exists()
+
+
 # --- refusals ---------------------------------------------------------------------------------------
 
 def test_wrong_file_lists_missing_unexpected_and_shapes(tiny_tok, tmp_path):
@@ -545,9 +604,12 @@ def test_malicious_pickle_is_refused_and_never_runs(kind, tiny_tok, tmp_path):
 
 
 def test_hub_name_that_cannot_be_fetched(tiny_tok, tmp_path, monkeypatch):
+    from dlm.checkpoints.registry import CheckpointUnavailable
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(ImportMismatchError, match="cannot fetch 'nobody-here/no-such-dlm-model'"):
+    with pytest.raises(CheckpointUnavailable, match="cannot fetch nobody-here/no-such-dlm-model@main") as e:
         import_checkpoint("nobody-here/no-such-dlm-model", "mdlm", tmp_path / "out.ckpt", tokenizer=str(tiny_tok))
+    assert "\n" not in str(e.value) and "hf download nobody-here/no-such-dlm-model" in str(e.value)
     with pytest.raises(FileNotFoundError, match="no such file"):
         import_checkpoint(str(tmp_path / "missing.ckpt"), "mdlm", tmp_path / "out.ckpt", tokenizer=str(tiny_tok))
 

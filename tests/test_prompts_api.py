@@ -42,7 +42,7 @@ def test_prompts_file_prefix_and_suffix(model, tmp_path):
     with pytest.raises(ValueError, match="has no suffix"):
         file_conditioning(model, str(f), 2, "infill")  # the plain-text line has no suffix
     c = file_conditioning(model, str(f), 1, "infill")
-    suf = model.encode("and it was so.")
+    suf = model.encode(" and it was so.")  # a suffix continues the text: a new word keeps its space
     assert c.values[0, -len(suf):].tolist() == suf and c.fixed[0, -len(suf):].all()
     (tmp_path / "empty.txt").write_text("\n\n")
     with pytest.raises(ValueError, match="no prompts"):
@@ -55,7 +55,7 @@ def test_prompts_file_prefix_and_suffix(model, tmp_path):
 
 def test_api_generate_keeps_prefix_suffix_and_spans(model):
     out = model.generate(3, steps=8, seed=0, prefix="And God said", suffix=[1, 2, 3], spans={12: "light"})
-    pre, span = model.encode("And God said"), model.encode("light")
+    pre, span = model.encode("And God said"), model.encode(" light")
     for row in out.tokens.tolist():
         assert row[:len(pre)] == pre and row[-3:] == [1, 2, 3] and row[12:12 + len(span)] == span
     again = model.generate(3, steps=8, seed=0, prefix="And God said", suffix=[1, 2, 3], spans={12: "light"})
@@ -66,6 +66,24 @@ def test_api_generate_keeps_prefix_suffix_and_spans(model):
         model.generate(1, steps=4, prefix=list(range(2, 34)))
     sc = model.self_correct(out.tokens, seed=0, steps=4)
     assert sc.tokens.shape == out.tokens.shape and "sc_final_acc" in sc.extra
+
+
+def test_suffix_and_spans_join_the_generated_text_as_one_decoded_text(model):
+    """A suffix or span after generated text was encoded as if it began the text, so its first word was glued to
+    the word before ("lawand it was good"); it now carries the space the byte-level tokenizer keeps in the word's
+    token, as the tokenizer's encoding of the whole text would, and the decoded sample shows it."""
+    tok = model.tokenizer
+    out = model.generate(2, steps=4, seed=0, prefix="In the beginning", suffix="and it was good.",
+                         spans={10: "light"})
+    for text, row in zip(out.texts, out.tokens.tolist()):
+        assert text == tok.decode(row) and text.endswith(" and it was good.")
+        assert " light" in text
+    assert model.encode(" and it was good.") != model.encode("and it was good.")  # the space is in the tokens
+    # punctuation (or an explicit space) joins as written; token ids are taken as given
+    c = model.conditioning(1, suffix=", and it was good.")
+    assert tok.decode(c.values[0][c.fixed[0]].tolist()) == ", and it was good."
+    c = model.conditioning(1, suffix=[1, 2, 3], spans={0: "And"})
+    assert c.values[0, :len(model.encode("And"))].tolist() == model.encode("And")  # position 0: nothing before it
 
 
 def test_cli_settings_are_yaml_values():

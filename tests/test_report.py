@@ -42,7 +42,7 @@ VAL_MD = """\
 
 VAL_TEX = r"""\begin{table}
 \centering
-\caption{Validation perplexity (diffusion models: upper bound; $\pm$ the Monte-Carlo standard error of the bound).}
+\caption{Validation perplexity (diffusion models: upper bound; $\pm$ the Monte-Carlo standard error of the bound; AR: exact). Steps: optimiser steps trained (a distilled run: its teacher's steps + rounds $\times$ steps per round). Bold: the lowest NLL / PPL among the compared runs.}
 \label{tab:val_ppl}
 \begin{tabular}{llrrrrr}
 \toprule
@@ -140,6 +140,7 @@ def test_gen_ppl_table_honest_highlighting(tmp_path):
              _gen(tmp_path, "duo", "duo", 8, 1, 175.0, entropy=0.35, sampler="duo_greedy_tail"),
              _gen(tmp_path, "mdlm", "mdlm", 8, 0, 900.0, entropy=4.3),
              _gen(tmp_path, "udlm", "udlm", 8, 0, 1200.0, entropy=3.7),
+             _gen(tmp_path, "sedd", "sedd", 8, 0, 950.0, entropy=4.3),
              _gen(tmp_path, "mdlm_p", "mdlm", 8, 0, 50.0, entropy=4.3, condition="infill")]
     df = gen_ppl_table(paths, tmp_path / "gen", entropy_margin=0.5)
     assert df.iloc[0]["algo"] == "data" and df.iloc[0]["note"] == "reference text"
@@ -162,16 +163,20 @@ def test_gen_ppl_table_honest_highlighting(tmp_path):
 def test_write_table_escaping_grouped_best(tmp_path):
     df = pd.DataFrame({"model_name": ["a_1", "b&c", "d%"], "group": [1, 1, 2],
                        "score_x": [0.5, 0.25, 0.75], "acc": [0.9, np.nan, 0.1]})
-    write_table(df, tmp_path / "t", caption="Cap.", label="tab:t",
+    with pytest.raises(ValueError, match="does not say what bold means"):
+        write_table(df, tmp_path / "t", caption="Cap.", label="tab:t", formats={}, best={"score_x": "min"},
+                    group_by="group")
+    write_table(df, tmp_path / "t", caption="Cap. Bold: the best of a group.", label="tab:t",
                 formats={"score_x": ".3f", "acc": "{:.1%}"}, best={"score_x": "min", "acc": "max"},
                 group_by="group")
     tex = (tmp_path / "t.tex").read_text()
     assert r"model\_name & group & score\_x & acc \\" in tex
-    assert r"a\_1 & 1 & 0.500 & \textbf{90.0\%} \\" in tex
+    # bold only where rows compete: acc has one value in group 1, group 2 has one row
+    assert r"a\_1 & 1 & 0.500 & 90.0\% \\" in tex
     assert r"b\&c & 1 & \textbf{0.250} & -- \\" in tex
-    assert r"d\% & 2 & \textbf{0.750} & \textbf{10.0\%} \\" in tex
+    assert r"d\% & 2 & 0.750 & 10.0\% \\" in tex
     md = (tmp_path / "t.md").read_text()
-    assert "| a_1          |       1 |     0.500 | **90.0%** |" in md
+    assert "| a_1          |       1 |     0.500 | 90.0% |" in md and "**0.250**" in md
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "t.csv"), df, check_dtype=False)
 
 

@@ -131,3 +131,82 @@ def test_cost_table_sums_seconds_per_run_and_stage_with_peak_memory(tmp_path):
     tex = (tmp_path / "cost.tex").read_text()
     assert "\\toprule" in tex and "Peak RSS (MB)" in tex
     assert "| mdlm" in (tmp_path / "cost.md").read_text()
+
+
+def test_training_curves_measure_what_they_say_and_the_kl_has_its_own_axis(tmp_path):
+    """The in-training validation (8 batches) is labelled as such, and a distillation round's loss (a KL) is not
+    drawn on the training-loss axis of the trained runs."""
+    from dlm.report.training_curves import build_training_curves
+
+    def csv(name, steps, loss):
+        p = tmp_path / name
+        pd.DataFrame({"step": steps, "epoch": 0, "train/loss": loss, "val/nll": 1.0,
+                      "val/ppl": [300.0] * len(steps)}).to_csv(p, index=False)
+        return str(p)
+
+    size = {"val_batches": 8, "batch_size": 16}
+    curves = [{"csv": csv("duo.csv", [100, 200], [5.0, 4.5]), "run": "duo", "round": 0, **size},
+              {"csv": csv("mdlm.csv", [100, 200], [5.5, 5.0]), "run": "mdlm", "round": 0, **size},
+              {"csv": csv("dcd_r1.csv", [50, 100], [0.02, 0.01]), "run": "duo_dcd", "round": 1, "from": "duo", **size}]
+    fig = build_training_curves(curves)
+    val, loss, kl = fig.axes[:3]
+    assert "first 8 batches × 16 blocks" in val.get_ylabel() and "in training" in val.get_ylabel()
+    assert "Distillation" in kl.get_ylabel() and "KL" in kl.get_ylabel()
+
+    def ys(ax):
+        return {round(float(y), 4) for line in ax.get_lines() for y in line.get_ydata()}
+
+    assert ys(kl) == {0.02, 0.01} and not ys(loss) & {0.02, 0.01} and {4.5, 5.0, 5.5} <= ys(loss)
+    assert len(build_training_curves(curves[:2]).axes) == 2  # no distillation: no KL panel
+
+
+def test_gen_ppl_figure_rows_per_family_and_no_stacked_points(tmp_path):
+    """28 run / sampler lines in one colour range with 18 points stacked at T = 32 could not be matched to their
+    labels: one row per model family with its own legend, and the points of one step count side by side."""
+    from dlm.report.figures import build_gen_ppl_figure, family_rows
+
+    rows = [{"run": "reference", "algo": "data", "sampler": "heldout", "steps": 0, "gen_ppl": 69.0, "entropy": 4.1}]
+    mdlm = ["mdlm_ancestral", "mdlm_ddpm", "remdm_cap", "remdm_conf", "remdm_dfm", "remdm_fb", "remdm_loop",
+            "remdm_rescale", "mdlm_top_p08", "mdlm_top_p09", "mdlm_top_p095", "sedd_analytic"]
+    rows += [{"run": "mdlm", "algo": "mdlm", "sampler": s, "steps": 32, "gen_ppl": 1000.0 + 10 * i, "entropy": 4.3}
+             for i, s in enumerate(mdlm)]
+    rows += [{"run": "duo", "algo": "duo", "sampler": s, "steps": t, "gen_ppl": 1500.0 / t, "entropy": 4.2}
+             for s in ("duo_ancestral", "duo_greedy_tail", "psi_loop") for t in (8, 32)]
+    rows += [{"run": "ar", "algo": "ar", "sampler": "ar", "steps": 127, "gen_ppl": 113.0, "entropy": 4.3},
+             {"run": "d3pm", "algo": "d3pm", "sampler": "d3pm_ancestral", "steps": 40, "gen_ppl": 3412.0, "entropy": 4.3}]
+    df = pd.DataFrame(rows)
+    df["method"] = df["run"] + " / " + df["sampler"]
+    titles = [t for t, _ in family_rows(df[df["algo"] != "data"])]
+    assert titles == ["AR · D3PM", "MDLM", "DUO"]
+    fig = build_gen_ppl_figure(df)
+    assert len(fig.axes) == 6
+    for left, right, n in zip(fig.axes[0::2], fig.axes[1::2], (2, 12, 3)):
+        legend = right.get_legend()
+        assert legend is not None and len(legend.get_texts()) == n + 1  # + the held-out line
+        xs = [x for line in left.get_lines() if line.get_marker() not in ("None", "", None)
+              for x in line.get_xdata()]
+        assert len(xs) == len(set(xs)), "points of one step count stack"
+
+
+def test_frontier_labels_overlap_nothing(tmp_path):
+    """The p= labels of two nucleus sweeps close together (MDLM and DUO at 32 steps) were drawn on top of each
+    other: each label now sits where it overlaps no other label and no marker."""
+    from dlm.report.sample_figures import build_frontier_figure
+
+    paths = []
+    for run, kind, base in (("mdlm", "mdlm_ancestral", (1345.0, 4.31)), ("duo", "duo_ancestral", (1527.0, 4.27))):
+        for p, f, de in ((1.0, 1.0, 0.0), (0.95, 0.8, -0.04), (0.9, 0.67, -0.09), (0.8, 0.44, -0.2)):
+            paths.append(gen_json(tmp_path, run, run, f"{kind}_{p}", kind, 32, 0, base[0] * f, base[1] + de,
+                                  nucleus_p=p))
+    fig = build_frontier_figure(paths)
+    ax = fig.axes[0]
+    renderer = fig.canvas.get_renderer()
+    labels = [t for t in ax.texts if t.get_text().startswith("p=")]
+    assert len(labels) == 6
+    boxes = [t.get_window_extent(renderer) for t in labels]
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert not a.overlaps(b), (a, b)
+    points = ax.transData.transform([(x, y) for line in ax.get_lines() for x, y in zip(*line.get_data())])
+    for box in boxes:
+        assert not any(box.x0 <= x <= box.x1 and box.y0 <= y <= box.y1 for x, y in points)

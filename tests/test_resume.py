@@ -95,7 +95,7 @@ def hp_of(algo: str, algo_args: dict | None = None) -> dict:
 
 
 def weights(path) -> dict:
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
     out = {f"raw.{k}": v for k, v in ckpt["state_dict"].items()}
     out.update({f"ema.{k}": v for k, v in ckpt["ema"]["shadow"].items()})
     return out
@@ -120,7 +120,7 @@ def test_run_signalled_twice_ends_with_the_weights_of_an_uninterrupted_run(tiny,
         assert exc.value.code == PREEMPTED_EXIT
         assert not out.exists()  # a preempted job leaves no final checkpoint
         (last,) = run.glob("checkpoints/*/last.ckpt")
-        assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == step
+        assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == step
     assert signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None)  # handlers restored after the stop
     train(str(tiny), str(out), str(run), hp, threads=1)
 
@@ -128,7 +128,7 @@ def test_run_signalled_twice_ends_with_the_weights_of_an_uninterrupted_run(tiny,
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    assert torch.load(out, map_location="cpu", weights_only=False)["global_step"] == 16
+    assert torch.load(out, map_location="cpu", weights_only=True)["global_step"] == 16
 
 
 DDP_SCRIPT = """
@@ -180,3 +180,125 @@ def test_ddp_on_two_cpu_processes_shards_the_data_and_saves_every_ranks_rng(tiny
     ckpt = torch.load(tmp_path / "final.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 6 and len(ckpt["rng_states"]) == 2
     assert not torch.equal(ckpt["rng_states"][0]["torch"], ckpt["rng_states"][1]["torch"])  # own streams
+
+
+def test_slurm_durations_and_the_stop_lead():
+    from dlm.resume import slurm_duration, stop_lead
+
+    assert [slurm_duration(t) for t in ("1-02:03:04", "2:03:04", "3:04", "0:45", "1:00", "7-00:00:00")] == \
+        [93784.0, 7384.0, 184.0, 45.0, 60.0, 604800.0]
+    assert [slurm_duration(t) for t in ("UNLIMITED", "NOT_SET", "INVALID", "", "12", "a:b")] == [None] * 6
+    # a tenth of the limit, at least 20 s and at most 10 minutes: fits a 1-minute partition (a fixed 3 minutes did not)
+    assert [stop_lead(s) for s in (60, 120, 600, 3600, 86400, 172800)] == [20.0, 20.0, 60.0, 360.0, 600.0, 600.0]
+
+
+FAKE_SQUEUE = """#!/bin/sh
+echo "$@" >> "$FAKE_SLURM_CALLS"
+echo "$FAKE_SQUEUE_OUT"
+"""
+FAKE_SCONTROL = """#!/bin/sh
+echo scontrol "$@" >> "$FAKE_SLURM_CALLS"
+[ -z "$FAKE_SCONTROL_ERR" ] || { echo "$FAKE_SCONTROL_ERR" >&2; exit 1; }
+"""
+
+
+@pytest.fixture
+def fake_slurm(tmp_path, monkeypatch):
+    """A Slurm job as training sees it: SLURM_JOB_ID, and squeue/scontrol on PATH that record their arguments
+    (squeue prints $FAKE_SQUEUE_OUT; scontrol fails with $FAKE_SCONTROL_ERR when set)."""
+    bin_dir = tmp_path / "fake_bin"
+    bin_dir.mkdir()
+    for name, text in (("squeue", FAKE_SQUEUE), ("scontrol", FAKE_SCONTROL)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    calls = tmp_path / "slurm_calls.txt"
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("FAKE_SLURM_CALLS", str(calls))
+    monkeypatch.delenv("FAKE_SCONTROL_ERR", raising=False)
+    return calls
+
+
+def last_step(run) -> int:
+    (last,) = run.glob("checkpoints/*/last.ckpt")
+    return int(torch.load(last, map_location="cpu", weights_only=False)["global_step"])
+
+
+def test_job_out_of_time_saves_requeues_itself_and_the_chain_ends_with_the_uninterrupted_weights(
+        tiny, tmp_path, fake_slurm, monkeypatch, caplog):
+    """In a Slurm job whose time is up (time left below the stop lead), training saves after the step in flight
+    and requeues the job (scontrol requeue JOBID); each such job advances the run, and the last one, with time
+    to spare, ends with the weights of a run never interrupted. Where Slurm refuses the requeue, the job exits
+    75 (a Snakemake retry resumes it). Out of time at the last step, the job requeues too, and the next one only
+    writes the final checkpoint (its validation and writing might not have fit before the limit)."""
+    from dlm.train import train
+
+    hp = hp_of("mdlm")
+    hp["trainer"]["max_steps"] = 4
+    monkeypatch.delenv("SLURM_JOB_ID")
+    train(str(tiny), str(tmp_path / "plain" / "final.ckpt"), str(tmp_path / "plain"), hp, threads=1)
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+
+    run = tmp_path / "chain"
+    out = run / "final.ckpt"
+    monkeypatch.setenv("FAKE_SQUEUE_OUT", "RUNNING|0:15|1:00")  # 15 s left, the stop lead is 20 s: time is up
+    for job in (1, 2, 3, 4):
+        monkeypatch.setenv("FAKE_SCONTROL_ERR", "scontrol: error: Requested operation is presently disabled"
+                           if job == 3 else "")
+        with caplog.at_level("WARNING"), pytest.raises(SystemExit) as exc:
+            train(str(tiny), str(out), str(run), hp, threads=1)
+        assert exc.value.code == PREEMPTED_EXIT and not out.exists()
+        assert last_step(run) == job  # one optimiser step (2 accumulated batches) per job; the 4th is the last
+    calls = fake_slurm.read_text().splitlines()
+    assert calls.count("scontrol requeue 4242") == 4 and calls[0] == "--noheader --jobs 4242 --format %T|%L|%l"
+    assert "could not requeue Slurm job 4242: scontrol: error: Requested operation" in caplog.text
+    assert caplog.text.count("was not requeued: exiting with code 75") == 1
+
+    monkeypatch.setenv("FAKE_SQUEUE_OUT", "RUNNING|23:59:30|1-00:00:00")  # the next job has time for the rest
+    train(str(tiny), str(out), str(run), hp, threads=1)
+    a, b = weights(tmp_path / "plain" / "final.ckpt"), weights(out)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert torch.load(out, map_location="cpu", weights_only=False)["global_step"] == 4
+
+
+class SignalAtStart(L.Callback):
+    def on_train_start(self, trainer, pl_module):  # after Preemption installed its handlers
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+@pytest.mark.parametrize("squeue_out", ["RUNNING|0:15|1:00", "RUNNING|UNLIMITED|UNLIMITED", "COMPLETED|0:00|1:00",
+                                        "PENDING|1:00|1:00"])
+def test_no_requeue_on_a_signal_without_a_time_limit_or_for_a_job_not_running(tiny, tmp_path, fake_slurm,
+                                                                                monkeypatch, squeue_out):
+    """A signal (scancel, preemption) wins over the deadline: the job saves and exits 75 but is not requeued,
+    so a cancelled job stays cancelled. Without a time limit, or where SLURM_JOB_ID names a job that is not
+    running (a stale variable), training runs to the end without asking Slurm for anything more."""
+    from dlm.train import train
+
+    monkeypatch.setenv("FAKE_SQUEUE_OUT", squeue_out)
+    hp = hp_of("mdlm")
+    hp["trainer"]["max_steps"] = 3
+    with pytest.raises(SystemExit) as exc:
+        train(str(tiny), str(tmp_path / "final.ckpt"), str(tmp_path), hp, threads=1, callbacks=[SignalAtStart()])
+    assert exc.value.code == PREEMPTED_EXIT and last_step(tmp_path) == 1
+    if squeue_out != "RUNNING|0:15|1:00":
+        train(str(tiny), str(tmp_path / "final.ckpt"), str(tmp_path), hp, threads=1)
+        assert (tmp_path / "final.ckpt").exists()
+    assert "scontrol" not in fake_slurm.read_text()
+
+
+def test_ddp_ranks_stop_at_the_same_step_and_only_rank_0_requeues(tiny, tmp_path, fake_slurm):
+    """Two DDP ranks (gloo, Lightning's launcher, inside a one-task Slurm job) whose time is up: they agree on
+    the step, write one last.ckpt together, and rank 0 alone requeues the job; both exit 75."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "ddp_train.py"
+    script.write_text(DDP_SCRIPT)
+    env = {**os.environ, **SLURM_ONE_TASK, "FAKE_SQUEUE_OUT": "RUNNING|0:15|1:00"}
+    res = subprocess.run([sys.executable, str(script), str(tiny), str(tmp_path)], capture_output=True, text=True,
+                         timeout=600, env=env)
+    assert res.returncode == PREEMPTED_EXIT, res.stderr[-4000:]
+    assert fake_slurm.read_text().splitlines().count("scontrol requeue 7") == 1
+    assert last_step(tmp_path) == 1 and not (tmp_path / "final.ckpt").exists()

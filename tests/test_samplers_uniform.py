@@ -218,7 +218,9 @@ def test_draw_mixture_frequencies(nucleus_p):
     z = torch.full((1, n), 4)
     a_t, a_s = torch.tensor(0.3, dtype=torch.float64), torch.tensor(0.6, dtype=torch.float64)
     w = posterior_weights(out.at(z), a_t, a_s, K, 0.5)
-    draws = draw_mixture(out, z, w[0], w[1], [(w[2], z)], K, torch.Generator().manual_seed(3))
+    draws = draw_mixture(out, z, lambda x_z: (*posterior_weights(x_z, a_t, a_s, K, 0.5)[:2],
+                                              [(posterior_weights(x_z, a_t, a_s, K, 0.5)[2], z)]),
+                         K, torch.Generator().manual_seed(3))
     want = _dense_mixture(den.filter(log_p), z, w)[0, 0]  # (K,)
     freq = torch.bincount(draws.flatten(), minlength=K).double() / n
     se = (want * (1 - want) / n).sqrt().clamp_min(1e-4)

@@ -1,6 +1,8 @@
 """The Slurm profile for real on a single-node Slurm cluster (.ci/slurm-up.sh, started by the session fixture
 below where none answers): one model's chain of the smoke config as Slurm jobs with GPU requests (fake gres
-GPU), preemption of a real training job, an srun-launched two-task run, and the 2-node x 4-GPU submission."""
+GPU), preemption of a real training job, a run longer than a 2-minute partition's limit trained in a chain of
+requeued jobs (and a diverging run that fails instead), an srun-launched two-task run, the 2-node x 4-GPU
+submission, and `snakemake --profile slurm` by name after `make slurm-profile`."""
 
 import os
 import re
@@ -76,6 +78,17 @@ def submitted_jobs(log: str) -> dict[str, list[str]]:
     for jobid, rule in re.findall(r"submitted with SLURM jobid (\d+) \(log: \S*slurm_logs/rule_(\w+)/", log):
         jobs.setdefault(rule, []).append(jobid)
     return jobs
+
+
+def snakemake_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), *args]
+
+
+def prepare_data(work: Path) -> None:
+    """The smoke config's corpus, tokenizer and packed blocks, built on this host (no Slurm jobs)."""
+    subprocess.run(snakemake_cmd("--configfile", str(ROOT / "config" / "smoke.yaml"), "--cores", "2", "--directory",
+                                 str(work), "results/data/kjv-smoke/packed"),
+                   check=True, capture_output=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
 
 
 @pytest.mark.slurm
@@ -179,14 +192,11 @@ exit 1
 @pytest.mark.slurm
 def test_submission_of_a_two_node_four_gpu_run(slurm_cluster, tmp_path):
     """What the Slurm profile submits for a 2-node x 4-GPU run (trainer.devices 4, num_nodes 2): one job of
-    2 nodes with 4 tasks and 4 GPUs per node, whose command starts the ranks with srun; and on each retry
-    more memory and runtime. A fake sbatch records the submissions (no cluster needed beyond the plugin)."""
+    2 nodes with 4 tasks and 4 GPUs per node, requeueable (the chain of jobs), whose command starts the ranks
+    with srun; the retry asks for the same time and memory (training resumes; it needs no more). A fake sbatch
+    records the submissions (no cluster needed beyond the plugin)."""
     work = tmp_path / "work"
-    smk_env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    base = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--configfile",
-            str(ROOT / "config" / "smoke.yaml")]
-    subprocess.run([*base, "--cores", "2", "--directory", str(work), "results/data/kjv-smoke/packed"],
-                   check=True, capture_output=True, env=smk_env)
+    prepare_data(work)
     overlay = tmp_path / "two_nodes.yaml"
     overlay.write_text("runs:\n  ar: {algo: ar, trainer: {devices: 4, num_nodes: 2, strategy: ddp}}\n")
     fake = tmp_path / "bin"
@@ -194,21 +204,21 @@ def test_submission_of_a_two_node_four_gpu_run(slurm_cluster, tmp_path):
     (fake / "sbatch").write_text(FAKE_SBATCH)
     (fake / "sbatch").chmod(0o755)
     args = tmp_path / "sbatch_args.txt"
-    env = {**smk_env, "PATH": f"{fake}:{os.environ['PATH']}", "FAKE_SBATCH_ARGS": str(args)}
-    res = subprocess.run([*base, str(overlay), "--profile", str(ROOT / "profiles" / "slurm"), "--directory",
-                          str(work), "results/models/ar/final.ckpt"], capture_output=True, text=True, env=env,
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PATH": f"{fake}:{os.environ['PATH']}", "FAKE_SBATCH_ARGS": str(args)}
+    res = subprocess.run(snakemake_cmd("--configfile", str(ROOT / "config" / "smoke.yaml"), str(overlay), "--profile",
+                                       str(ROOT / "profiles" / "slurm"), "--directory", str(work),
+                                       "results/models/ar/final.ckpt"), capture_output=True, text=True, env=env,
                          timeout=300)
     log = res.stdout + res.stderr
     assert res.returncode != 0 and args.exists(), log[-3000:]
     subs = [s.split("\n") for s in args.read_text().split("====\n") if s.strip()]
-    assert len(subs) == 4, log[-3000:]  # the first submission and 3 retries (profile: retries 3)
-    first, last = subs[0], subs[-1]
-    for flag in ("--nodes=2", "--ntasks-per-node=4", "--gres=gpu:4", "--signal=TERM@180"):
-        assert flag in first, (flag, first)
-    assert "rule_train_srun_wildcards_ar" in first
-    t, mem = first[first.index("-t") + 1], first[first.index("--mem") + 1]
-    assert (t, mem) == ("1440", "16000")
-    assert (last[last.index("-t") + 1], last[last.index("--mem") + 1]) == ("5760", "64000")  # attempt 4
+    assert len(subs) == 2, log[-3000:]  # the first submission and one retry (profile: retries 1)
+    for flags in subs:
+        for flag in ("--nodes=2", "--ntasks-per-node=4", "--gres=gpu:4", "--requeue", "--open-mode=append"):
+            assert flag in flags, (flag, flags)
+        assert not any(f.startswith("--signal") for f in flags), flags  # the job stops itself before its limit
+        assert (flags[flags.index("-t") + 1], flags[flags.index("--mem") + 1]) == ("1440", "16000")
+    assert "rule_train_srun_wildcards_ar" in subs[0]
     # the job's command starts one rank per task with srun, with the run's devices and nodes
     assert "srun " in log and '"devices": 4, "num_nodes": 2' in log
 
@@ -237,3 +247,182 @@ def test_srun_launched_ddp_run_trains_as_one_job_of_two_tasks(slurm_cluster, tmp
     assert "ranks are Slurm tasks: task 1 of 2" in (logs / "ar.log.rank1").read_text()  # started by srun
     ckpt = torch.load(work / "results" / "models" / "ar" / "final.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 8 and len(ckpt["rng_states"]) == 2
+
+
+@pytest.fixture
+def short_partition(slurm_cluster):
+    """A partition whose jobs may run 2 minutes (MaxTime=2), as a site's short queue, over the cluster's nodes;
+    deleted afterwards. Creating one needs Slurm administrator rights (root here): skipped without them."""
+    name = "dlm_2min"
+    subprocess.run(["scontrol", "delete", f"PartitionName={name}"], capture_output=True)
+    res = subprocess.run(["scontrol", "create", f"PartitionName={name}", "Nodes=ALL", "MaxTime=2", "State=UP"],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot create a 2-minute Slurm partition: {(res.stderr or res.stdout).strip()}")
+    yield name
+    subprocess.run(["scontrol", "delete", f"PartitionName={name}"], capture_output=True)
+
+
+def site_profile(dest: Path, partition: str, minutes: int) -> Path:
+    """profiles/slurm as a site edits it: train's partition and its time limit (`runtime`), nothing else."""
+    import yaml
+
+    shutil.copytree(ROOT / "profiles" / "slurm", dest)
+    cfg = yaml.safe_load((dest / "config.yaml").read_text())
+    cfg["set-resources"]["train"].update(slurm_partition=partition, runtime=minutes)
+    (dest / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return dest
+
+
+def resolved_run(configfiles: list[Path], run: str) -> dict:
+    """The settings the train rule hands `dlm.train.train` for `run`: the --configfile files merged in order,
+    checked and completed as rules/common.smk does. (The Snakefile's `configfile: "config/config.yaml"` is
+    relative to the working directory: a --directory without that file reads the --configfile files only.)"""
+    import yaml
+    from snakemake.utils import update_config
+
+    from dlm.config import apply_defaults, check_config, expand_seeds, resolve_run
+
+    cfg: dict = {}
+    for f in configfiles:
+        update_config(cfg, yaml.safe_load(Path(f).read_text()))
+    schema = str(ROOT / "config" / "schema.yaml")
+    check_config(cfg, schema)
+    apply_defaults(cfg, schema)
+    expand_seeds(cfg)
+    return resolve_run(cfg, run)
+
+
+def steps_per_second(packed: Path, hp: dict, run_dir: Path, seconds: float = 8.0) -> float:
+    """Optimiser steps per second of this run on this host (2 threads, as the job), measured over `seconds`
+    after the first 3 steps."""
+    import lightning as L
+
+    from dlm.train import train
+
+    class Clock(L.Callback):
+        def __init__(self):
+            self.t0 = self.n = None
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if trainer.global_step == 3:
+                self.t0 = time.perf_counter()
+            elif self.t0 is not None and time.perf_counter() - self.t0 >= seconds:
+                self.n, trainer.should_stop = trainer.global_step - 3, True
+
+    hp = {**hp, "trainer": {**hp["trainer"], "max_steps": 100_000}}
+    clock = Clock()
+    train(str(packed), str(run_dir / "final.ckpt"), str(run_dir), hp, threads=2, callbacks=[clock])
+    return clock.n / seconds
+
+
+def job_record(job: str) -> dict[str, str]:
+    out = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True).stdout
+    return dict(w.split("=", 1) for w in out.split() if "=" in w)
+
+
+@pytest.mark.slurm
+def test_run_longer_than_the_partition_time_limit_trains_in_a_chain_of_jobs(slurm_cluster, short_partition, tmp_path):
+    """A site's partition caps jobs at 2 minutes; a run needs more than one job's worth of training (about 120 s
+    on this host, measured first; a job trains at most 100 s). Through Snakemake with the shipped profile, edited
+    only as a site would (train's partition and runtime: 2): each job stops itself 20 s before the limit, saves
+    and requeues itself, the next run of the same job resumes, and the last one writes the final checkpoint,
+    whose weights equal those of an uninterrupted run (trained meanwhile outside Slurm, at the lowest CPU
+    priority so that the chain trains at the measured speed). No job reaches its time limit and none is a
+    Snakemake retry. A run that diverges (a non-finite loss at step 1) in the same workflow fails, once and once
+    more on the profile's retry, without being requeued."""
+    import json
+
+    import torch
+    import yaml
+
+    work = tmp_path / "work"
+    prepare_data(work)
+    packed = work / "results" / "data" / "kjv-smoke" / "packed"
+    smoke = ROOT / "config" / "smoke.yaml"
+    overlay = tmp_path / "chain.yaml"
+    runs = {"chain": {"algo": "mdlm", "trainer": {"val_every": 10_000, "ckpt_every": 10_000, "log_every": 20}},
+            "diverge": {"algo": "mdlm", "optim": {"lr": 1.0e37}}}
+    overlay.write_text(yaml.safe_dump({"runs": runs}))
+    rate = steps_per_second(packed, resolved_run([smoke, overlay], "chain"), tmp_path / "clock")
+    steps = max(10, round(120 * rate))  # 1.2 x what one job can train at most (100 s of a 2-minute job)
+    runs["chain"]["trainer"]["max_steps"] = steps
+    overlay.write_text(yaml.safe_dump({"runs": runs}))
+    hp = resolved_run([smoke, overlay], "chain")
+    assert hp["trainer"]["max_steps"] == steps
+
+    reference = subprocess.Popen(["nice", "-n", "19", sys.executable, "-m", "dlm.cli", "--log",
+                                  str(tmp_path / "reference.log"), "train", "--data", str(packed), "--hp",
+                                  json.dumps(hp), "--out", str(tmp_path / "reference" / "final.ckpt"),
+                                  "--threads", "2"])
+    profile = site_profile(tmp_path / "profile", short_partition, 2)
+    targets = ["results/models/chain/final.ckpt", "results/models/diverge/final.ckpt"]
+    res = subprocess.run(snakemake_cmd("--profile", str(profile), "--configfile", str(smoke), str(overlay),
+                                       "--directory", str(work), "--keep-going", "--slurm-keep-successful-logs",
+                                       *targets),
+                         capture_output=True, text=True, timeout=2400)
+    assert reference.wait(timeout=1200) == 0, (tmp_path / "reference.log").read_text()[-3000:]
+    log = res.stdout + res.stderr
+    assert res.returncode != 0, log[-5000:]  # the diverging run failed...
+    assert (work / targets[0]).exists() and not (work / targets[1]).exists(), log[-5000:]  # ...the chain did not
+
+    jobs: dict[str, list[str]] = {}
+    for run, job in re.findall(r"submitted with SLURM jobid \d+ \(log: \S*slurm_logs/rule_train/(\w+)/(\d+)\.log", log):
+        jobs.setdefault(run, []).append(job)
+    (chain_job,) = jobs["chain"]  # one submission: the chain is one Slurm job id, requeued, never a retry
+    rec = job_record(chain_job)
+    links = int(rec["Restarts"]) + 1
+    assert rec["JobState"] == "COMPLETED" and rec["Partition"] == short_partition and rec["TimeLimit"] == "00:02:00"
+    assert links >= 2, rec
+    slurm_log = (work / ".snakemake" / "slurm_logs" / "rule_train" / "chain" / f"{chain_job}.log").read_text()
+    requeued = re.findall(rf"\*\*\* JOB {chain_job} ON \S+ CANCELLED AT (\S+) DUE TO JOB REQUEUE", slurm_log)
+    assert len(requeued) == links - 1 and "TIME LIMIT" not in slurm_log, slurm_log[-3000:]
+    # every job of the chain advanced the run (one training-curve directory per job, each from a later step)
+    (ckpt_dir,) = (work / "results" / "models" / "chain" / "checkpoints").iterdir()
+    assert len(list((ckpt_dir / "csv").iterdir())) == links
+    last_log = (work / "logs" / "train" / "chain.log").read_text()
+    assert "resuming from" in last_log and "requeueing" not in last_log  # the last job: resumed and finished
+
+    a = torch.load(tmp_path / "reference" / "final.ckpt", map_location="cpu", weights_only=True)
+    b = torch.load(work / targets[0], map_location="cpu", weights_only=True)
+    assert a["global_step"] == b["global_step"] == steps
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
+    for k in a["ema"]["shadow"]:
+        assert torch.equal(a["ema"]["shadow"][k], b["ema"]["shadow"][k]), k
+
+    assert len(jobs["diverge"]) == 2, log[-5000:]  # the first job and the profile's one retry, then it stopped
+    for job in jobs["diverge"]:  # each ended FAILED, not requeued (Slurm forgets it after MinJobAge: the log says)
+        assert f"SLURM-job '{job}' failed, SLURM status is: 'FAILED'" in log, log[-5000:]
+    assert re.search(r"run 'diverge': the training loss is (nan|inf) at optimiser step 1 ",
+                     (work / "logs" / "train" / "diverge.log").read_text())
+    print(f"chain: {steps} steps ({rate:.2f} steps/s measured) in {links} runs of one Slurm job of at most 2 minutes,"
+          f" requeued at {requeued}")
+
+
+def test_profile_by_name_after_make_slurm_profile(tmp_path):
+    """`snakemake --profile slurm` from the repository root: refused before the one setup step (Snakemake looks
+    for profiles by name in ~/.config/snakemake and /etc/xdg/snakemake), found after `make slurm-profile`, which
+    links profiles/slurm there (here HOME is tmp_path/home). No cluster needed: a dry run."""
+    env = {k: v for k, v in os.environ.items() if k != "XDG_CONFIG_HOME"}
+    env.update(HOME=str(tmp_path / "home"), HF_HUB_OFFLINE="1")
+    cmd = [sys.executable, "-m", "snakemake", "--profile", "slurm", "--dry-run", "--configfile",
+           str(ROOT / "config" / "smoke.yaml"), "--directory", str(tmp_path / "work"), "results/models/ar/final.ckpt"]
+    before = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    assert before.returncode != 0 and "profile directory given (slurm), but no profile.yaml" in before.stderr
+    subprocess.run(["make", "--no-print-directory", "slurm-profile"], cwd=ROOT, check=True, capture_output=True,
+                   env=env)
+    link = tmp_path / "home" / ".config" / "snakemake" / "slurm"
+    assert link.is_symlink() and link.resolve() == (ROOT / "profiles" / "slurm").resolve()
+    after = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    log = after.stdout + after.stderr
+    assert after.returncode == 0, log[-3000:]
+    assert "Using profile slurm" in log and "slurm_partition=debug" in log and "slurm_extra=--open-mode=append" in log
+    # a second `make slurm-profile` keeps the link; a real folder in its place is not overwritten
+    subprocess.run(["make", "--no-print-directory", "slurm-profile"], cwd=ROOT, check=True, capture_output=True,
+                   env=env)
+    link.unlink()
+    link.mkdir()
+    res = subprocess.run(["make", "--no-print-directory", "slurm-profile"], cwd=ROOT, capture_output=True, text=True,
+                         env=env)
+    assert res.returncode != 0 and "exists and is not a link" in res.stderr

@@ -41,7 +41,7 @@ def test_training_lowers_validation_loss(packed, tmp_path, algo):
     assert after["val_nll"] < before["val_nll"] - 0.3, (before["val_nll"], after["val_nll"])
     assert after["train_steps"] == 60
     m = load_module(str(tmp_path / "final.ckpt"))
-    ckpt = torch.load(tmp_path / "final.ckpt", weights_only=False)
+    ckpt = torch.load(tmp_path / "final.ckpt", weights_only=True)
     assert "ema" in ckpt and ckpt["hyper_parameters"]["method"]["algo"] == algo
     # load_module swaps the EMA weights in
     name = next(iter(ckpt["ema"]["shadow"]))
@@ -59,7 +59,7 @@ def test_killed_training_resumes_from_last_ckpt(packed, tmp_path):
     last = None
     while time.time() < deadline:
         found = list((tmp_path / "model" / "checkpoints").glob("*/last.ckpt"))
-        if found and torch.load(found[0], weights_only=False)["global_step"] >= 10:
+        if found and torch.load(found[0], weights_only=True)["global_step"] >= 10:
             last = found[0]
             break
         time.sleep(0.5)
@@ -67,20 +67,20 @@ def test_killed_training_resumes_from_last_ckpt(packed, tmp_path):
     proc.wait()
     assert last is not None, "no last.ckpt was written before the deadline"
     assert not out.exists()  # a killed job leaves no final checkpoint behind
-    step_at_kill = torch.load(last, weights_only=False)["global_step"]
+    step_at_kill = torch.load(last, weights_only=True)["global_step"]
     assert 0 < step_at_kill < 400
 
     cmd[4] = str(tmp_path / "log2.txt")
     subprocess.run(cmd, check=True)
     assert "resuming from" in (tmp_path / "log2.txt").read_text()
-    assert torch.load(out, weights_only=False)["global_step"] == 400
+    assert torch.load(out, weights_only=True)["global_step"] == 400
 
     # changed settings must not resume the stale run
     cfg.write_text(yaml.safe_dump(run_cfg("mdlm", 12)))
     cmd[4] = str(tmp_path / "log3.txt")
     subprocess.run(cmd, check=True)
     assert "resuming from" not in (tmp_path / "log3.txt").read_text()
-    assert torch.load(out, weights_only=False)["global_step"] == 12
+    assert torch.load(out, weights_only=True)["global_step"] == 12
 
 
 def _untrained_ckpt(packed, path, algo):
@@ -138,7 +138,7 @@ def test_ema_updates_once_per_optimizer_step_under_accumulation(packed, tmp_path
 
     hp = run_cfg("mdlm", 6, accumulate=3)
     train(str(packed), str(tmp_path / "final.ckpt"), str(tmp_path), hp, threads=2)
-    ckpt = torch.load(tmp_path / "final.ckpt", weights_only=False)
+    ckpt = torch.load(tmp_path / "final.ckpt", weights_only=True)
     assert ckpt["global_step"] == 6
     assert ckpt["ema"]["num_updates"] == 6  # not 18 micro-batches
 
@@ -161,7 +161,7 @@ def test_non_finite_loss_stops_training_naming_run_step_and_checkpoint(packed, t
         train(str(packed), str(tmp_path / "final.ckpt"), str(run_dir), run_cfg("mdlm", 20), threads=2)
     last = next(run_dir.glob("checkpoints/*/last.ckpt"))
     assert str(last) in str(e.value)
-    ckpt = torch.load(last, weights_only=False)
+    ckpt = torch.load(last, weights_only=True)
     assert ckpt["global_step"] == 5
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
     assert not (tmp_path / "final.ckpt").exists()

@@ -137,6 +137,68 @@ def test_between_workflow_cache_serves_tokenizer_and_integral(tmp_path):
     assert b.is_symlink() and a.read_bytes() == b.read_bytes()
 
 
+def test_hostile_checkpoint_in_the_cache_is_refused_by_the_consuming_job(tmp_path):
+    """The between-workflow cache on shared storage hands one user's outputs to another user's jobs: an imported
+    checkpoint replaced there by a hostile one (a torch zip file; a plain pickle) is served from the cache to a
+    second workflow, and its sample job refuses it without running its code (docs/security.md)."""
+    import pickle
+
+    import torch
+    from safetensors.torch import save_file
+
+    from dlm.algos import get_method
+    from dlm.checkpoints.convert import original_name
+    from dlm.data.tokenizer import load_tokenizer, special_ids, train_bpe
+
+    (tmp_path / "text.jsonl").write_text("".join(json.dumps({"text": f"In the beginning {i} God created the heaven "
+                                                                      f"and the earth {i * i}."}) + "\n"
+                                                 for i in range(200)))
+    train_bpe(str(tmp_path / "text.jsonl"), 300, str(tmp_path / "tok"))
+    sid = special_ids(load_tokenizer(tmp_path / "tok"))
+    overlay = {"runs": {}}
+    for i, name in enumerate(("evil_zip", "evil_pickle")):  # two sources with other weights: two cache entries
+        torch.manual_seed(i)
+        method = get_method("mdlm")(vocab_size=sid["vocab_size"], block_length=32, tokenizer_dir=str(tmp_path / "tok"),
+                                    special_ids={k: sid[k] for k in ("bos", "eos", "pad", "mask")},
+                                    model={"size": "nano", "dropout": 0.0})
+        save_file({"backbone." + original_name(k): v.contiguous() for k, v in method.backbone.state_dict().items()},
+                  str(tmp_path / f"{name}.safetensors"))
+        overlay["runs"][name] = {"import": str(tmp_path / f"{name}.safetensors"), "algo": "mdlm", "n_heads": 2,
+                                 "length": 32, "tokenizer": str(tmp_path / "tok")}
+    (tmp_path / "evil.yaml").write_text(json.dumps(overlay))
+    cfg = ("--configfile", SMOKE, str(tmp_path / "evil.yaml"))
+    env = {"SNAKEMAKE_OUTPUT_CACHE": str(tmp_path / "cache")}
+    (tmp_path / "cache").mkdir()
+    ckpts = [f"results/models/{name}/final.ckpt" for name in overlay["runs"]]
+    smk("--cores", "2", "--cache", *cfg, "--directory", str(tmp_path / "a"), *ckpts, env=env)
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return os.system, (f"touch {marker}",)
+
+    hostile = {"hyper_parameters": {"method": {"algo": "mdlm"}}, "state_dict": {}, "global_step": Payload()}
+    for ckpt in ckpts:  # someone with write access to the cache replaces the entries
+        entry = Path(os.path.realpath(tmp_path / "a" / ckpt))
+        assert entry.parent == Path(os.path.realpath(tmp_path / "cache"))
+        entry.chmod(0o644)
+        if "zip" in ckpt:
+            torch.save(hostile, entry)
+        else:
+            entry.write_bytes(pickle.dumps(hostile))
+    samples = [f"results/samples/{name}/mdlm_ancestral_T2_s0.jsonl" for name in overlay["runs"]]
+    res = smk("--cores", "2", "--cache", "--keep-going", *cfg, "--directory", str(tmp_path / "b"), *samples, env=env,
+              check=False)
+    log = res.stdout + res.stderr
+    assert res.returncode != 0 and all(f"{ckpt} from cache" in log for ckpt in ckpts), log[-3000:]
+    for name in overlay["runs"]:
+        job_log = (tmp_path / "b" / "logs" / "sample" / name / "mdlm_ancestral_T2_s0.log").read_text()
+        assert f"checkpoint 'results/models/{name}/final.ckpt' refused: it names posix.system" in job_log, job_log
+    assert not marker.exists()
+    assert not any((tmp_path / "b" / s).exists() for s in samples)
+
+
 def test_invalid_config_stops_before_any_job(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(Path(SMOKE).read_text().replace("packing: wrap", "packing: wrapped"))
@@ -323,6 +385,16 @@ def test_smoke_run_end_to_end(smoke_work, tmp_path):
     remdm = pd.read_csv(res / "tables" / "remdm.csv")
     assert remdm["mauve"].notna().all() and remdm["mauve_std"].notna().all()
     assert "MAUVE" in (res / "tables" / "remdm.md").read_text()
+    # the claims table: one row per claim of config/claims_smoke.yaml (every test kind), each with a verdict
+    claims = pd.read_csv(res / "tables" / "claims.csv").set_index("id")
+    spec = yaml.safe_load((ROOT / "config" / "claims_smoke.yaml").read_text())["claims"]
+    assert list(claims.index) == [c["id"] for c in spec]
+    assert set(claims["verdict"]) <= {"holds", "reversed", "inconclusive", "degenerate"}, claims["verdict"]
+    assert claims.loc[["val_better", "val_close", "gen_better", "mauve_better", "sc_lowers", "train_time"],
+                      ["lo", "hi"]].notna().all().all()
+    assert "identical tokens" in claims.at["same_faster", "note"]  # the cached sampler: ddpm's samples
+    assert claims.at["val_better", "compared"] in ("ar vs mdlm", "ar vs udlm")
+    assert "Verdict" in (res / "tables" / "claims.md").read_text()
 
 
 METRICS = ("val_nll", "val_ppl", "val_ppl_se", "pass_nll", "num_tokens", "gen_ppl", "entropy", "gen_ppl_before",
@@ -386,6 +458,12 @@ def test_two_smoke_runs_in_fresh_copies_give_identical_metrics(smoke_work, tmp_p
         rel = path.relative_to(second)
         rows = [[json.loads(x)["tokens"] for x in (w / rel).read_text().splitlines()] for w in (smoke_work, second)]
         assert rows[0] == rows[1], str(rel)
+    images = sorted(p.relative_to(second) for p in (second / "results" / "images").rglob("eval/**/*.json"))
+    assert len(images) >= 2  # the reference rows and the score of each image sample file
+    for rel in images:
+        a, b = (json.loads((w / rel).read_text()) for w in (smoke_work, second))
+        assert {k: v for k, v in a.items() if k not in ("provenance", "seconds_per_image")} == \
+            {k: v for k, v in b.items() if k not in ("provenance", "seconds_per_image")}, str(rel)
 
 
 def _train_overlay(tmp_path, steps: int):
@@ -463,14 +541,24 @@ def test_report_html_holds_every_table_and_figure(smoke_work, smoke_report):
     html = smoke_report.read_text()
     assert smoke_report.stat().st_size > 100_000 and "<html" in html.lower()
     tables = sorted(p.name for p in (res / "tables").glob("*.csv") if not p.name.endswith("_seeds.csv"))
+    pages = sorted(p.name for p in (res / "tables").glob("*.html"))
     figures = sorted(p.name for p in (res / "figures").glob("*.png"))
     assert {"val_ppl.csv", "gen_ppl.csv", "cost.csv", "remdm.csv"} <= set(tables)
+    assert pages == sorted(t.replace(".csv", ".html") for t in tables)  # every table also as it reads
     assert set(figures) == {f"{f}.png" for f in ("gen_ppl_steps", "entropy_steps", "mauve_steps", "frontier",
-                                                  "training_curves")}
-    missing = [name for name in tables + figures if name not in html]
+                                                  "training_curves", "images_samples")}
+    missing = [name for name in tables + pages + figures if name not in html]
     assert not missing, missing
+    # the tables are shown as their Markdown reads (formatted cells, bold where rows compete, the caption),
+    # not as raw CSV floats: the embedded HTML items hold the tables
+    import base64
+
+    shown = [base64.b64decode(m).decode() for m in re.findall(r"data:text/html;[^,]*?base64,([A-Za-z0-9+/=]+)", html)]
+    shown = [page for page in shown if "<table>" in page]
+    assert len(shown) == len(pages) and any("<strong>" in page for page in shown)
+    assert all('<p class="caption">' in page for page in shown)
     # the captions say what each item shows and how it was made
-    for phrase in ("nucleus", "CSVLogger", "max_rss", "gen_ppl_table", "entropy_figure"):
+    for phrase in ("nucleus", "CSVLogger", "max_rss", "gen_ppl_table", "entropy_figure", "images_table"):
         assert phrase in html, phrase
     # the figures' images and the tables' data are inside the file (self-contained): no links to results/
     assert "src=\"results/" not in html and "href=\"results/" not in html
@@ -518,10 +606,41 @@ def test_changed_nucleus_p_reruns_only_its_samples_and_tables(smoke_work, tmp_pa
     # reference) tables, not by the self-correction table
     assert counts.get("table_sampler") == 4 and "table=self_correction" not in res.stdout, counts
     touched = {"sample", "gen_ppl", "mauve", "table_gen_ppl", "table_sampler", "table_cost", "figure_gen_ppl",
-               "figure_entropy", "figure_frontier", "figure_mauve", "all"}
+               "figure_entropy", "figure_frontier", "figure_mauve", "table_claims", "all"}  # claims read every gen PPL
     assert set(counts) <= touched, set(counts) - touched
     assert {"table_gen_ppl", "figure_frontier", "table_cost"} <= set(counts)
 
+
+
+@pytest.mark.e2e
+def test_smoke_image_part(smoke_work):
+    """The image part of the smoke run (rules/images.smk): a digits UNet sampled by class and without, scored by
+    the pipeline's classifier (the table says it is not Inception FID), and the sample grid."""
+    res = smoke_work / "results"
+    df = pd.read_csv(res / "tables" / "images.csv")
+    assert list(df["method"][:2]) == ["data", "data"] and "class" in set(df["condition"].dropna())
+    assert df["fid"].notna().all() and df.loc[1, "fid"] > df.loc[0, "fid"]  # shuffled pixels above the floor
+    assert "not Inception" in (res / "tables" / "images.md").read_text()
+    rec = json.loads((res / "images" / "digits" / "eval" / "duo" / "duo_ancestral_class_T4_s0.json").read_text())
+    assert rec["features"] == "classifier" and 0 <= rec["label_accuracy"] <= 1 and rec["num_images"] == 40
+
+
+@pytest.mark.e2e
+def test_changed_image_guidance_reruns_only_class_conditional_samples(smoke_work, tmp_path):
+    """A changed guidance weight reruns the class-conditional image samples, their scores, the images table and
+    figure; not the image training, the classifier or the reference statistics (unconditional files take no
+    guidance parameter, so they would not rerun either)."""
+    import yaml
+
+    cfg = yaml.safe_load(Path(SMOKE).read_text())
+    cfg["images"]["sampling"]["guidance"] = 2.0
+    changed = tmp_path / "smoke_guidance.yaml"
+    changed.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    res = smk("-n", "images", *SMOKE_PROFILE, "--configfile", str(changed), "--directory", str(smoke_work),
+              "--rerun-triggers", "mtime", "params", "input")
+    counts = job_counts(res.stdout)
+    assert counts == {"images_sample": 1, "images_score": 1, "table_images": 1, "figure_images": 1, "images": 1}, counts
+    assert "duo_ancestral_class_T4_s0.npz" in res.stdout
 
 
 @pytest.mark.e2e

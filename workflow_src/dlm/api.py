@@ -19,8 +19,10 @@ from pathlib import Path
 
 import torch
 
+from dlm.config import SELF_CORRECT_ALGOS, check_applies, request_sampler
 from dlm.sampling import resolve_settings, run_sampler
 from dlm.sampling.common import Conditioning
+from dlm.sampling_rules import check, check_sample_args
 
 DEFAULT_SAMPLER = {"ar": "ar", "mdlm": "mdlm_ancestral", "sdtt": "mdlm_ancestral", "udlm": "duo_ancestral",
                    "duo": "duo_ancestral", "dcd": "duo_greedy_tail", "sedd": "sedd_analytic",
@@ -42,10 +44,25 @@ class Samples:
         return self.tokens.numel() / self.seconds if self.seconds > 0 else float("inf")
 
 
-def _ids(tok, text_or_ids) -> list[int]:
+def _ids(tok, text_or_ids, continues: bool = False) -> list[int]:
+    """Token ids of a prompt part (text or ids). With `continues` (a suffix or span after generated text), a text
+    that starts with a letter or digit starts a new word: where the tokenizer keeps word-initial spaces inside
+    its tokens (byte-level BPE without a prefix space: GPT-2's, the pipeline's own), the text is encoded with its
+    leading space, as the tokenizer encodes it inside a whole text, so decoding the sequence does not glue it to
+    the word before ("law and it was good", not "lawand it was good"). Start the text with a space or punctuation,
+    or give ids, to control the join yourself."""
     if isinstance(text_or_ids, str):
+        if continues and text_or_ids[:1].isalnum() and _glues_words(tok):
+            text_or_ids = " " + text_or_ids
         return tok.encode(text_or_ids, add_special_tokens=False)
     return [int(i) for i in text_or_ids]
+
+
+def _glues_words(tok) -> bool:
+    """Whether two separately encoded words decode without a space between them (the tokenizer stores the space
+    in the next word's token); WordPiece and SentencePiece tokenizers put it back themselves."""
+    a, b = (tok.encode(w, add_special_tokens=False) for w in ("a", "b"))
+    return tok.decode(a + b).strip() == "ab"
 
 
 def find_tokenizer(tokenizer_dir: str, ckpt: str) -> str:
@@ -117,7 +134,7 @@ class Model:
         for i, (pre, suf) in enumerate(zip(per_row(prefix), per_row(suffix))):
             fixed, sizes = {}, []
             for start, part in (spans or {}).items():
-                ids = _ids(self.tokenizer, part)
+                ids = _ids(self.tokenizer, part, continues=start > 0)
                 fixed.update({start + j: t for j, t in enumerate(ids)})
                 sizes.append(f"span at {start} of {len(ids)}")
             if pre is not None:
@@ -125,7 +142,7 @@ class Model:
                 fixed.update(enumerate(ids))
                 sizes.append(f"prefix of {len(ids)}")
             if suf is not None:
-                ids = _ids(self.tokenizer, suf)
+                ids = _ids(self.tokenizer, suf, continues=True)
                 fixed.update({L - len(ids) + j: t for j, t in enumerate(ids)})
                 sizes.append(f"suffix of {len(ids)}")
             if len(fixed) >= L:
@@ -136,13 +153,23 @@ class Model:
 
     def generate(self, num_samples: int = 1, sampler: str | None = None, steps: int = 32, seed: int = 0,
                  batch_size: int | None = None, prefix=None, suffix=None, spans: dict | None = None,
-                 cond: Conditioning | None = None, progress: bool = False, **settings) -> Samples:
+                 cond: Conditioning | None = None, progress: bool = False, config=None, **settings) -> Samples:
         """Draw `num_samples` sequences with `sampler` (default: the method's usual one) and its `settings`
-        (e.g. nucleus_p=0.9, eta=0.02, self_correct=True); the whole run is seeded by `seed`."""
-        sampler = sampler or DEFAULT_SAMPLER[self.algo]
-        resolve_settings(sampler, settings)  # unknown settings fail before any compute
+        (e.g. nucleus_p=0.9, eta=0.02, self_correct=True); the whole run is seeded by `seed`.
+
+        `sampler` may also name a variant of the workflow config's ``sampling.variants`` (e.g. gidd_sc): `config`
+        is the config (a dict, a YAML path or a list of paths; None: config/config.yaml of the working directory
+        when present), and `settings` override the variant's (`dlm.config.request_sampler`). Every argument is
+        checked before any compute, each refusal a one-line ValueError naming it (`dlm.sampling_rules`)."""
+        check_sample_args(num_samples=num_samples, steps=steps, batch_size=batch_size, seed=seed)
+        sampler, settings, _ = request_sampler(sampler or DEFAULT_SAMPLER[self.algo], settings, config)
+        full = resolve_settings(sampler, settings)  # unknown settings and values out of bounds fail here
+        check_applies(sampler, self.algo, full)
         if cond is None:
             cond = self.conditioning(num_samples, prefix, suffix, spans)
+        if cond is None and full["condition"] != "none":
+            raise ValueError(f"condition = {full['condition']!r} needs a prompt: give prefix / suffix / spans (or "
+                             f"cond), or condition='none'")
         batch_size = batch_size or num_samples
         g = torch.Generator(device=self.module.device).manual_seed(seed)
         tokens, before, nfe, seconds, stats = [], [], 0.0, 0.0, []
@@ -176,9 +203,18 @@ class Model:
     def self_correct(self, tokens, seed: int = 0, cond: Conditioning | None = None, steps: int = 128,
                      temperature: float = 0.1, t0: float = 0.01, patience: int = 32, tokens_per_step: int = 1,
                      early_stopping: bool = True) -> Samples:
-        """GIDD self-correction (Rütte et al. 2025, Sec. 5) of finished sequences (ids (n, L) or texts)."""
+        """GIDD self-correction (Rütte et al. 2025, Sec. 5) of finished sequences (ids (n, L) or texts); the
+        arguments are the sampler settings sc_steps, sc_temperature, sc_t0, sc_patience, sc_tokens_per_step and
+        sc_early_stopping, checked like them."""
         from dlm.sampling.self_correct import self_correct
 
+        if self.algo not in SELF_CORRECT_ALGOS:
+            raise ValueError(f"self_correct is invalid for a {self.algo!r} model: self-correction needs a denoiser "
+                             f"x_theta(z_t, t); expected a model of {list(SELF_CORRECT_ALGOS)}")
+        check_sample_args(seed=seed)
+        for label, value in (("steps", steps), ("temperature", temperature), ("t0", t0), ("patience", patience),
+                             ("tokens_per_step", tokens_per_step), ("early_stopping", early_stopping)):
+            check(f"sc_{label}", value, label=label)
         if not isinstance(tokens, torch.Tensor):
             L, pad = self.length, self.module.hparams.special_ids.get("eos") or 0
             ids = [self.encode(t)[:L] if isinstance(t, str) else list(t)[:L] for t in tokens]

@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from dlm.sampling_rules import SettingError, check_settings
+
 # The sampler catalogue: which objectives each sampler applies to and its settings with their defaults
 # (the papers' defaults). dlm.sampling builds its registry from this table; the config's
 # `sampling.variants` may set any of these settings plus the COMMON_SETTINGS below.
@@ -49,11 +51,14 @@ COMMON_SETTINGS: dict = {
     "sc_tokens_per_step": 1, "sc_early_stopping": True,
 }
 SAMPLER_ALGOS: dict[str, tuple[str, ...]] = {name: spec["algos"] for name, spec in SAMPLER_CATALOG.items()}
+# the objectives with a denoiser x_theta(z_t, t) that GIDD self-correction needs (not AR, not SEDD's score model)
+SELF_CORRECT_ALGOS: tuple[str, ...] = ("mdlm", "sdtt", "udlm", "duo", "dcd", "gidd", "d3pm")
 
 
 def sampler_settings(sampler: str, overrides: dict | None = None, nucleus_p: float = 1.0) -> dict:
     """COMMON_SETTINGS (nucleus default `nucleus_p`), then the sampler's defaults, then `overrides` ("sampler"
-    ignored). An unknown key raises ValueError(message, key, the keys it takes)."""
+    ignored). An unknown key raises ValueError(message, key, the keys it takes); a value out of its bounds
+    (`dlm.sampling_rules`) raises SettingError(message, key, value)."""
     out = {**COMMON_SETTINGS, "nucleus_p": nucleus_p, **SAMPLER_CATALOG[sampler]["settings"]}
     for key, value in (overrides or {}).items():
         if key == "sampler":
@@ -61,7 +66,72 @@ def sampler_settings(sampler: str, overrides: dict | None = None, nucleus_p: flo
         if key not in out:
             raise ValueError(f"unknown setting {key!r} of sampler {sampler!r}; it takes {sorted(out)}", key, sorted(out))
         out[key] = value
+    check_settings(out)
     return out
+
+
+def check_applies(sampler: str, algo: str, settings: dict | None = None) -> None:
+    """ValueError (one line) unless `sampler` applies to a model of objective `algo` and, with `self_correct`,
+    the model has the denoiser that self-correction needs."""
+    if algo not in SAMPLER_ALGOS[sampler]:
+        raise ValueError(f"sampler {sampler!r} applies to {list(SAMPLER_ALGOS[sampler])}, not to a {algo!r} model")
+    if (settings or {}).get("self_correct") and algo not in SELF_CORRECT_ALGOS:
+        raise ValueError(f"self_correct = True is invalid for a {algo!r} model: self-correction needs a denoiser "
+                         f"x_theta(z_t, t); expected a model of {list(SELF_CORRECT_ALGOS)}")
+
+
+def load_config_files(paths) -> dict:
+    """The workflow config of one YAML file or several (merged in order, later files win, mappings merged
+    recursively, as Snakemake merges --configfile)."""
+    def merge(a: dict, b: dict) -> dict:
+        return {**a, **{k: merge(a[k], v) if isinstance(a.get(k), dict) and isinstance(v, dict) else v
+                        for k, v in b.items()}}
+
+    out: dict = {}
+    for path in [paths] if isinstance(paths, str) else list(paths):
+        with open(path) as f:
+            loaded = yaml.safe_load(f) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: expected a YAML mapping (a workflow config), got {type(loaded).__name__}")
+        out = merge(out, loaded)
+    return out
+
+
+DEFAULT_CONFIG = "config/config.yaml"  # the workflow's default config (Snakefile: configfile), from the working directory
+
+
+def request_sampler(name: str, settings: dict | None = None, config=None) -> tuple[str, dict, str | None]:
+    """(registered sampler, settings, variant name or None) for a sampler or variant `name`, as a sample job of the
+    workflow would resolve it, plus the caller's `settings` on top.
+
+    A registered sampler keeps `settings` as given. Any other name is looked up in ``sampling.variants`` of
+    `config`: a config dict, a YAML path or a list of paths (merged like Snakemake's --configfile), or None for the
+    workflow's default config (`DEFAULT_CONFIG` under the working directory, when it exists); the variant's
+    settings (with the config's ``sampling.nucleus_p`` as the nucleus default) are overridden by `settings`.
+    An unknown name is a one-line ValueError listing the samplers and the config's variants."""
+    if name in SAMPLER_CATALOG:
+        return name, dict(settings or {}), None
+    import os
+
+    if config is None:
+        config = DEFAULT_CONFIG if os.path.exists(DEFAULT_CONFIG) else {}
+        where = f"{DEFAULT_CONFIG} (not found here)" if not config else DEFAULT_CONFIG
+    else:
+        where = "the given config" if isinstance(config, dict) else (config if isinstance(config, str) else
+                                                                    " + ".join(map(str, config)))
+    cfg = config if isinstance(config, dict) else load_config_files(config)
+    variants = (cfg.get("sampling") or {}).get("variants") or {}
+    if name not in variants:
+        close = difflib.get_close_matches(name, [*SAMPLER_CATALOG, *variants], n=1)
+        raise ValueError(f"unknown sampler {name!r}; expected one of {sorted(SAMPLER_CATALOG)} or a variant of "
+                         f"sampling.variants in {where} ({sorted(variants)}; another workflow config: --config FILE / "
+                         f"config=...)" + (f"; did you mean {close[0]!r}?" if close else ""))
+    try:
+        full = resolve_variant(cfg, name)
+    except ConfigError as e:
+        raise ValueError(f"{where}: {e}") from None
+    sampler = full.pop("sampler")
+    return sampler, {**full, **(settings or {})}, name
 
 
 def resolve_variant(config: dict, name: str) -> dict:
@@ -77,6 +147,8 @@ def resolve_variant(config: dict, name: str) -> dict:
                           f"or one of {sorted(SAMPLER_CATALOG)}")
     try:
         settings = sampler_settings(sampler, entry, config.get("sampling", {}).get("nucleus_p", 1.0))
+    except SettingError as e:
+        raise ConfigError(f"key 'sampling.variants.{name}.{e.args[1]}': {e.args[0]}") from None
     except ValueError as e:
         raise ConfigError(f"key 'sampling.variants.{name}.{e.args[1]}': unknown setting of sampler {sampler!r}; "
                           f"it takes {e.args[2]}") from None
@@ -85,7 +157,7 @@ def resolve_variant(config: dict, name: str) -> dict:
 
 # which keys of a run's `algo_args` apply to which objective (the schema documents each key)
 ALGO_ARGS: dict[str, tuple[str, ...]] = {
-    "ar": (), "mdlm": (), "udlm": (), "sedd": (),
+    "ar": (), "mdlm": (), "udlm": (), "sedd": ("graph",),
     "d3pm": ("T",),
     "duo": ("curriculum",),
     "gidd": ("p_uniform", "loss_weighting", "min_loss_weight", "max_loss_weight", "t_eps"),
@@ -166,6 +238,21 @@ def _cross_checks(config: dict) -> list[str]:
         if algo not in SAMPLER_ALGOS[sampler]:
             out.append(f"key 'sampling.plan.{i}.sampler': value {entry['sampler']!r} is invalid: sampler {sampler!r} "
                        f"does not apply to run {run!r} (algo {algo!r}); it applies to {list(SAMPLER_ALGOS[sampler])}")
+        elif resolve_variant(config, entry["sampler"])["self_correct"] and algo not in SELF_CORRECT_ALGOS:
+            out.append(f"key 'sampling.plan.{i}.sampler': value {entry['sampler']!r} is invalid: it self-corrects, "
+                       f"which needs a denoiser; run {run!r} has algo {algo!r}, expected one of "
+                       f"{list(SELF_CORRECT_ALGOS)}")
+        if entry.get("rounds"):
+            spec = runs[run].get("distill")
+            bad = [k for k in entry["rounds"] if not spec or not 1 <= k <= spec["rounds"]]
+            if bad:
+                out.append(f"key 'sampling.plan.{i}.rounds': value {entry['rounds']!r} is invalid: rounds of a distilled "
+                           f"run, 1..{spec['rounds']} for run {run!r}" if spec else
+                           f"key 'sampling.plan.{i}.rounds': run {run!r} is not distilled (no distill: {{from, rounds}})")
+    try:
+        plan_jobs(config)
+    except ConfigError as e:
+        out.append(str(e))
     for name in runs:
         hp = resolve_run(config, name)
         allowed = ALGO_ARGS.get(hp.get("algo"), ())
@@ -176,7 +263,7 @@ def _cross_checks(config: dict) -> list[str]:
     for name in runs:
         hp = resolve_run(config, name)
         spec, algo = hp.get("distill"), hp.get("algo")
-        if algo in DISTILL_FROM and not spec:
+        if algo in DISTILL_FROM and not spec and not (hp.get("import") or hp.get("released")):  # imported students
             out.append(f"key 'runs.{name}.distill': missing: algo {algo!r} distils another run; give "
                        f"{{from: RUN, rounds: N}}")
         elif spec and algo not in DISTILL_FROM:
@@ -192,7 +279,84 @@ def _cross_checks(config: dict) -> list[str]:
     judge = config.get("evaluation", {}).get("judge")
     if judge in runs and resolve_run(config, judge)["algo"] != "ar":
         out.append(f"key 'evaluation.judge': value {judge!r} is invalid: the judge run must have algo 'ar'")
+    return out + _image_checks(config.get("images") or {})
+
+
+def image_config(images: dict) -> dict:
+    """The `images` section shaped as the top level `resolve_run` / `resolve_variant` read (train_defaults, runs,
+    sampling): resolve_run(image_config(config["images"]), run) gives an image run's settings."""
+    return {"train_defaults": images.get("train_defaults") or {}, "runs": images.get("runs") or {},
+            "sampling": images.get("sampling") or {}}
+
+
+def _image_checks(images: dict) -> list[str]:
+    """Cross-key checks of the `images` section (rules/images.smk)."""
+    out, cfg = [], image_config(images)
+    runs = cfg["runs"]
+    if (images.get("dataset") or {}).get("kind") == "cifar10" and not images["dataset"].get("path"):
+        out.append("key 'images.dataset.path': value None is invalid: kind cifar10 needs the path of "
+                   "cifar-10-python.tar.gz (or its extracted folder)")
+    for name in runs:
+        hp = resolve_run(cfg, name)
+        model = hp.get("model") or {}
+        if "seeds" in (hp.get("trainer") or {}):
+            out.append(f"key 'images.runs.{name}.trainer.seeds': image runs take one trainer.seed")
+        if model.get("backbone", "unet") == "dit" and model.get("class_conditional", True):
+            out.append(f"key 'images.runs.{name}.model.class_conditional': the DiT takes no class labels; set it "
+                       f"false or use backbone unet")
+    for i, entry in enumerate((cfg["sampling"].get("plan") or [])):
+        run = entry["run"]
+        if run not in runs:
+            out.append(f"key 'images.sampling.plan.{i}.run': value {run!r} is invalid: expected one of {sorted(runs)}")
+            continue
+        hp = resolve_run(cfg, run)
+        try:
+            sampler = resolve_variant(cfg, entry["sampler"])["sampler"]
+        except ConfigError as e:
+            out.append(f"key 'images.sampling.plan.{i}.sampler': {str(e).replace('sampling.', 'images.sampling.')}")
+            continue
+        if hp["algo"] not in SAMPLER_ALGOS[sampler]:
+            out.append(f"key 'images.sampling.plan.{i}.sampler': value {entry['sampler']!r} is invalid: sampler "
+                       f"{sampler!r} does not apply to run {run!r} (algo {hp['algo']!r})")
+        if "class" in entry.get("conditions", ["class"]) and not (hp.get("model") or {}).get("class_conditional", True):
+            out.append(f"key 'images.sampling.plan.{i}.conditions': run {run!r} is not class-conditional "
+                       f"(model.class_conditional false); use conditions [none]")
     return out
+
+
+def round_run_name(run: str, k: int) -> str:
+    """The name under which round k of a distilled run is sampled (sampling.plan rounds): RUN_roundK."""
+    return f"{run}_round{k}"
+
+
+def plan_round_runs(config: dict) -> dict[str, tuple[str, int]]:
+    """{RUN_roundK: (RUN, K)} for every round a plan entry samples (`rounds`), in plan order."""
+    out: dict[str, tuple[str, int]] = {}
+    for entry in config.get("sampling", {}).get("plan", []) or []:
+        for k in entry.get("rounds") or []:
+            out[round_run_name(entry["run"], int(k))] = (entry["run"], int(k))
+    return out
+
+
+def plan_jobs(config: dict) -> dict[tuple[str, str, int, int], dict[str, int]]:
+    """Every planned sample file (run, sampler variant, steps, seed), in plan order without duplicates, with its
+    num_samples and batch_size (the entry's, else sampling's). A plan entry with `rounds` also samples those
+    rounds of its distilled run (run names `round_run_name`). Two entries giving one file different sizes are
+    a ConfigError."""
+    sampling = config.get("sampling", {})
+    jobs: dict[tuple[str, str, int, int], dict[str, int]] = {}
+    for i, entry in enumerate(sampling.get("plan", []) or []):
+        sizes = {k: int(entry.get(k, sampling.get(k, 32))) for k in ("num_samples", "batch_size")}
+        runs = [entry["run"]] + [round_run_name(entry["run"], int(k)) for k in entry.get("rounds") or []]
+        for run in runs:
+            for steps in entry["steps"]:
+                for seed in entry.get("seeds", sampling.get("seeds", [1])):
+                    job = (run, entry["sampler"], int(steps), int(seed))
+                    if job in jobs and jobs[job] != sizes:
+                        raise ConfigError(f"key 'sampling.plan.{i}': sample file {job} is planned twice with different "
+                                          f"sizes {jobs[job]} and {sizes}")
+                    jobs.setdefault(job, sizes)
+    return jobs
 
 
 def resolve_run(config: dict, name: str) -> dict[str, Any]:

@@ -24,10 +24,9 @@ from __future__ import annotations
 
 import logging
 
-import torch
-
+from dlm.checkpoints.safe_load import load_checkpoint
 from dlm.data.dataset import read_meta
-from dlm.train import train
+from dlm.train import train, with_integral
 
 log = logging.getLogger("dlm.distill")
 
@@ -37,14 +36,14 @@ BASE_ALGOS = {"dcd": ("udlm", "duo", "dcd"), "sdtt": ("mdlm", "sdtt")}
 
 def base_method_hparams(init_ckpt: str) -> dict:
     """The method constructor arguments stored in a dlm checkpoint (hyper_parameters.method)."""
-    ckpt = torch.load(init_ckpt, map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint(init_ckpt)
     method = dict(ckpt.get("hyper_parameters", {}).get("method", {}))
     if "algo" not in method:
         raise ValueError(f"{init_ckpt}: not a dlm checkpoint (no hyper_parameters.method.algo)")
     return method
 
 
-def distill_hp(base: dict, hp: dict, round_k: int, integral_path: str | None = None) -> dict:
+def distill_hp(base: dict, hp: dict, round_k: int) -> dict:
     """The training settings of round `round_k`: the base model's backbone, noise and time conditioning,
     `hp`'s algo (dcd | sdtt), algo_args, optimiser and trainer."""
     algo = hp.get("algo")
@@ -59,8 +58,6 @@ def distill_hp(base: dict, hp: dict, round_k: int, integral_path: str | None = N
             log.info("ignoring %s=%r of the distillation settings: the student keeps the base model's %r",
                      key, hp[key], base.get(key))
     algo_args = {**(hp.get("algo_args") or {}), "round": int(round_k)}
-    if integral_path is not None and algo == "dcd":
-        algo_args["integral_path"] = str(integral_path)
     out = {"algo": algo, "model": base["model"], "noise": base.get("noise", {}),
            "time_conditioning": base["time_conditioning"],
            "antithetic": hp.get("antithetic", base.get("antithetic", True)), "algo_args": algo_args}
@@ -78,7 +75,8 @@ def distill_round(init_ckpt: str, out_ckpt: str, data_dir: str, run_dir: str, hp
     for key in ("vocab_size", "block_length"):
         if int(meta[key]) != int(base[key]):
             raise ValueError(f"{init_ckpt} has {key}={base[key]} but the data {data_dir} has {meta[key]}")
-    run = distill_hp(base, hp, round_k, integral_path)
+    integral = integral_path if hp.get("algo") == "dcd" else None  # DCD reads the integral cache; SDTT does not
+    run = with_integral(distill_hp(base, hp, round_k), integral)
     log.info("%s round %d from %s (%s): dt = 2^%d / T", run["algo"], round_k, init_ckpt, base["algo"], round_k)
     train(data_dir, out_ckpt, run_dir, run, threads=threads, init_ckpt=init_ckpt, init_weights=init_weights)
     return run

@@ -15,13 +15,13 @@ import logging
 import torch
 
 from dlm.api import Model
-from dlm.config import ALGO_ARGS
-from dlm.sampling import get_sampler, resolve_settings
+from dlm.config import ALGO_ARGS, check_applies, request_sampler
+from dlm.sampling import resolve_settings
 from dlm.sampling.common import Conditioning
+from dlm.sampling_rules import CONDITIONS, check_sample_args
 from dlm.utils import atomic_path
 
 log = logging.getLogger("dlm.sample")
-CONDITIONS = ("none", "prefix", "suffix", "infill")
 
 
 def heldout_conditioning(data_dir: str, n: int, length: int, condition: str, prefix_tokens: int,
@@ -97,16 +97,19 @@ def build_conditioning(model: Model, condition: str, n: int, prompts: dict | Non
 
 def generate(ckpt: str, sampler: str, steps: int, seed: int, num_samples: int, batch_size: int, out: str,
              settings: dict | None = None, variant: str | None = None, run: str = "", prompts: dict | None = None,
-             data_dir: str | None = None, device: str = "auto", threads: int | None = None) -> None:
-    """Sample `num_samples` sequences from `ckpt` with `sampler` and `settings` and write the JSONL `out`."""
+             data_dir: str | None = None, device: str = "auto", threads: int | None = None, config=None) -> None:
+    """Sample `num_samples` sequences from `ckpt` with `sampler` (a registered sampler, or a variant of
+    ``sampling.variants`` in `config`: `dlm.config.request_sampler`) and `settings` and write the JSONL `out`.
+    Every argument is checked (`dlm.sampling_rules`) before the checkpoint is read."""
     if threads:
         torch.set_num_threads(threads)
+    check_sample_args(num_samples=num_samples, steps=steps, batch_size=batch_size, seed=seed)
+    sampler, settings, named = request_sampler(sampler, settings, config)
+    variant = variant or named
     full = resolve_settings(sampler, settings)
-    if steps < 1:  # checked again by run_sampler; here before the checkpoint is even read
-        raise ValueError(f"sampling steps must be >= 1, got {steps}")
     model = Model.load(ckpt, device)
     try:
-        get_sampler(sampler, model.algo)
+        check_applies(sampler, model.algo, full)
     except ValueError as e:
         raise ValueError(f"{ckpt}: {e}") from None
     cond = build_conditioning(model, full["condition"], num_samples, prompts, data_dir)

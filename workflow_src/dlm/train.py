@@ -23,12 +23,15 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.utils.data import DataLoader
 
 from dlm.algos import get_method
+from dlm.checkpoints.safe_load import load_checkpoint
 from dlm.data.dataset import PackedDataset, TrainOrder, read_meta, verify_packed
 from dlm.models.ema import EMA
-from dlm.resume import PREEMPTED_EXIT, Preempted, Preemption, dist_rank_world, gather_rng_states, set_rng_state
+from dlm.resume import (PREEMPTED_EXIT, Preempted, Preemption, dist_rank_world, gather_rng_states, job_time_limit,
+                         set_rng_state)
 from dlm.train_log import attempt_logger, metrics_path, write_metrics
 from dlm.utils import config_hash, sha256_file
 
@@ -179,12 +182,22 @@ class StepLogger(L.Callback):
 
 
 def loaders(data_dir: str, batch_size: int, seed: int, start_batch: int = 0) -> tuple[DataLoader, DataLoader]:
-    """Train loader: the endless, resumable `TrainOrder` (from batch `start_batch` of this rank); valid: in order."""
+    """Train loader: the endless, resumable `TrainOrder` (from batch `start_batch` of this rank); valid: in order.
+    Image data (`dlm.data.images`): images with their labels, randomly mirrored (`FlipOrder`) when meta says hflip."""
     verify_packed(data_dir, ("train", "valid"))
-    train_ds, valid_ds = PackedDataset(data_dir, "train"), PackedDataset(data_dir, "valid")
-    if len(train_ds) < batch_size:
-        raise ValueError(f"{data_dir}: train split has {len(train_ds)} blocks, fewer than batch_size={batch_size}")
-    order = TrainOrder(len(train_ds), batch_size, seed, start_batch)
+    image = read_meta(data_dir).get("modality") == "image"
+    if image:
+        from dlm.data.images import FlipOrder, ImageDataset
+
+        train_ds, valid_ds = ImageDataset(data_dir, "train"), ImageDataset(data_dir, "valid")
+    else:
+        train_ds, valid_ds = PackedDataset(data_dir, "train"), PackedDataset(data_dir, "valid")
+    try:  # TrainOrder checks that the split fills a batch
+        order = TrainOrder(len(train_ds), batch_size, seed, start_batch)
+    except ValueError as e:
+        raise ValueError(f"{data_dir}: train split: {e}") from None
+    if image and train_ds.meta.get("hflip"):
+        order = FlipOrder(order, seed)
     # the loader's own base-seed draw comes from a private generator, never from the global RNG
     train = DataLoader(train_ds, batch_size=batch_size, sampler=order, drop_last=True, generator=torch.Generator())
     valid = DataLoader(valid_ds, batch_size=batch_size, shuffle=False)
@@ -210,8 +223,14 @@ def build_module(data_dir: str, hp: dict) -> LitMethod:
     meta = read_meta(data_dir)
     tr = resolve_trainer(hp)
     cls = get_method(hp["algo"])
-    method = dict(algo=hp["algo"], vocab_size=meta["vocab_size"], block_length=meta["block_length"],
-                  special_ids=meta["special_ids"], tokenizer_dir=meta["tokenizer_dir"], model=hp.get("model", {}),
+    if meta.get("modality") == "image":  # K, L and the image geometry (the UNet's) from the image data
+        from dlm.data.images import method_data_args
+
+        data_args = method_data_args(meta, hp["algo"])
+    else:
+        data_args = dict(vocab_size=meta["vocab_size"], block_length=meta["block_length"],
+                         special_ids=meta["special_ids"], tokenizer_dir=meta["tokenizer_dir"])
+    method = dict(algo=hp["algo"], **data_args, model=hp.get("model", {}),
                   noise=hp.get("noise", {}), time_conditioning=hp.get("time_conditioning", cls.default_time_conditioning),
                   antithetic=hp.get("antithetic", True), data_dir=str(data_dir), **hp.get("algo_args", {}))
     return LitMethod(method, optim=hp.get("optim"), ema=tr["ema"], max_steps=tr["max_steps"], seed=tr["seed"])
@@ -224,7 +243,7 @@ def load_init_weights(module: LitMethod, path: str, weights: str = "ema") -> Non
     (dcd, sdtt) resets it to a frozen copy of the student."""
     if weights not in ("ema", "raw"):
         raise ValueError(f"init weights must be 'ema' or 'raw', got {weights!r}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint(path)
     prefix = "method.backbone."
     state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
     if weights == "ema" and "ema" in ckpt:
@@ -237,11 +256,28 @@ def load_init_weights(module: LitMethod, path: str, weights: str = "ema") -> Non
     log.info("initialised from %s (%s weights)", path, weights if "ema" in ckpt else "raw")
 
 
+class SafeCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint reading (the resume from last.ckpt in `Trainer.fit(ckpt_path=...)`) through
+    `load_checkpoint`, the one loader of our checkpoints: weights only, a file that could run code is refused.
+    (Lightning 2.6 itself calls torch.load with weights_only=None, which an environment variable,
+    TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD, turns into a full unpickle.) Writing is Lightning's own."""
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
+        # Lightning's default: each storage stays on the device it was saved from
+        return load_checkpoint(path, map_location=map_location or (lambda storage, loc: storage))
+
+
+def trainer_plugins(tr: dict) -> list:
+    """The Trainer's plugins: the cluster environment (`cluster_plugins`) and the safe checkpoint reader."""
+    return [*cluster_plugins(tr), SafeCheckpointIO()]
+
+
 def cluster_plugins(tr: dict) -> list:
     """Lightning's cluster environment. Under Slurm with one task per rank (srun, ntasks = devices x nodes):
-    Slurm's, without Lightning's auto-requeue (the job exits 75 on a signal and Snakemake retries it, which
-    resumes); a single Slurm task that is to drive several devices (Snakemake's Slurm executor starts one):
-    Lightning's own launcher, which starts the other ranks itself. Outside Slurm: Lightning's default."""
+    Slurm's, without Lightning's auto-requeue (dlm.resume requeues the job itself before its time limit; on a
+    signal the job exits 75 and Snakemake retries it, which resumes); a single Slurm task that is to drive
+    several devices (Snakemake's Slurm executor starts one): Lightning's own launcher, which starts the other
+    ranks itself. Outside Slurm: Lightning's default."""
     from lightning.pytorch.plugins.environments import LightningEnvironment, SLURMEnvironment
 
     if not SLURMEnvironment.detect():
@@ -255,10 +291,31 @@ def cluster_plugins(tr: dict) -> list:
     return [LightningEnvironment()]
 
 
+def with_integral(hp: dict, integral_path: str | os.PathLike | None) -> dict:
+    """The run's settings with the integral cache (the `integral` rule's .npz, read by DUO's curriculum and DCD
+    with transform `cache`) as algo_args.integral_path; `hp` itself when there is none."""
+    if integral_path is None:
+        return hp
+    # a plain str (not Snakemake's path type): checkpoints hold plain data only (dlm.checkpoints.safe_load)
+    return {**hp, "algo_args": {**(hp.get("algo_args") or {}), "integral_path": str(os.fspath(integral_path))}}
+
+
+def checkpoint_dir(run_dir: str | os.PathLike, hp: dict, data_dir: str, init_ckpt: str | None = None,
+                   init_weights: str = "ema") -> Path:
+    """Where a run keeps last.ckpt: run_dir/checkpoints/<hash of its settings, data and starting checkpoint>, so
+    that only a run with the same settings and data resumes (a changed config starts afresh)."""
+    key = {"hp": hp, "data": read_meta(data_dir)}
+    if init_ckpt is not None:  # a different starting checkpoint is a different run
+        key["init"] = [sha256_file(init_ckpt), init_weights]
+    return Path(run_dir) / "checkpoints" / config_hash(key)
+
+
 def train(data_dir: str, out_ckpt: str, run_dir: str, hp: dict, threads: int | None = None,
           init_ckpt: str | None = None, init_weights: str = "ema", callbacks: list | None = None) -> None:
     """Train (or resume) one run and write `out_ckpt`. On SIGUSR1/SIGTERM it saves `last.ckpt` at the end of
     the optimiser step in flight and exits with `PREEMPTED_EXIT` (dlm.resume); rerunning resumes exactly.
+    In a Slurm job with a time limit it stops by itself shortly before the limit, saves and requeues the job
+    (dlm.resume.job_time_limit): a run longer than the limit trains in a chain of jobs.
     `callbacks`: extra Lightning callbacks (notebooks, tests)."""
     tr = resolve_trainer(hp)
     if threads:
@@ -269,13 +326,9 @@ def train(data_dir: str, out_ckpt: str, run_dir: str, hp: dict, threads: int | N
         load_init_weights(module, init_ckpt, init_weights)
     gpu = torch.cuda.is_available()
     precision = tr["precision"] if tr["precision"] != "auto" else ("bf16-mixed" if gpu else "32-true")
-    # resume only a run with the same settings and data: a changed config starts afresh
-    key = {"hp": hp, "data": read_meta(data_dir)}
-    if init_ckpt is not None:  # a different starting checkpoint is a different run
-        key["init"] = [sha256_file(init_ckpt), init_weights]
-    ckpt_dir = Path(run_dir) / "checkpoints" / config_hash(key)
+    ckpt_dir = checkpoint_dir(run_dir, hp, data_dir, init_ckpt, init_weights)
     last = ckpt_dir / "last.ckpt"
-    done_steps = int(torch.load(last, map_location="cpu", weights_only=False)["global_step"]) if last.exists() else 0
+    done_steps = int(load_checkpoint(last)["global_step"]) if last.exists() else 0
     # checkpoints are written at optimiser-step boundaries: each rank has consumed global_step x accumulate batches
     train_dl, valid_dl = loaders(data_dir, tr["batch_size"], tr["seed"], start_batch=done_steps * tr["accumulate"])
     module.run_label, module.ckpt_dir = f"run {Path(run_dir).name!r}", ckpt_dir
@@ -285,15 +338,15 @@ def train(data_dir: str, out_ckpt: str, run_dir: str, hp: dict, threads: int | N
                        * int(tr["num_nodes"]))
     trainer = L.Trainer(
         max_steps=tr["max_steps"], accelerator="auto", devices=tr["devices"], num_nodes=tr["num_nodes"],
-        strategy=tr["strategy"], plugins=cluster_plugins(tr),
+        strategy=tr["strategy"], plugins=trainer_plugins(tr),
         precision=precision, gradient_clip_val=tr["grad_clip"], accumulate_grad_batches=tr["accumulate"],
         # Lightning counts training batches here: val_every optimiser steps = val_every x accumulate batches
         val_check_interval=min(tr["val_every"], tr["max_steps"]) * tr["accumulate"], check_val_every_n_epoch=None,
         limit_val_batches=tr["val_batches"], num_sanity_val_steps=0, default_root_dir=run_dir,
         # training curves (dlm.train_log): one CSV per attempt beside last.ckpt, merged at the end
         logger=attempt_logger(ckpt_dir, done_steps), log_every_n_steps=tr["log_every"],
-        callbacks=[checkpointing, StepLogger(tr["log_every"], tokens_per_step), Preemption(last, tr["accumulate"]),
-                   *(callbacks or [])],
+        callbacks=[checkpointing, StepLogger(tr["log_every"], tokens_per_step),
+                   Preemption(last, tr["accumulate"], job_time_limit()), *(callbacks or [])],
         enable_progress_bar=sys.stderr.isatty(), enable_model_summary=False, use_distributed_sampler=False,
     )
     if last.exists():

@@ -170,6 +170,18 @@ def setup_job(log_path: str | os.PathLike | None, threads: int | None = None) ->
         torch.set_num_threads(int(threads))
 
 
+def fail_job(message: str) -> None:
+    """End a Snakemake job with a one-line error: `message` goes to the job's log (sys.stderr after
+    `setup_job`) and to the console Snakemake runs in (the original stderr), then exit status 1."""
+    import sys
+
+    line = " ".join(str(message).split())
+    print(f"error: {line}", file=sys.stderr, flush=True)
+    if sys.__stderr__ is not None and sys.__stderr__ is not sys.stderr:
+        print(f"error: {line}", file=sys.__stderr__, flush=True)
+    raise SystemExit(1)
+
+
 def stale_snakemake_locks(directory: str | os.PathLike = ".") -> list[Path]:
     """Snakemake's lock files in `directory`/.snakemake/locks when no live process works in that directory
     (a Snakemake or one of its jobs: a command line naming snakemake, whose --directory/-d or, failing that,

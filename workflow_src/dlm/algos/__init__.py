@@ -1,14 +1,10 @@
 """Training objectives, one module per method, all on the shared `Method` (a plain nn.Module).
 
 `METHODS` maps the config's `algo` name to its class; `load_module` restores any checkpoint without
-importing Lightning (sampling and evaluation jobs stay light).
+importing Lightning (sampling and evaluation jobs stay light) and without running anything stored in it.
 """
 
 from __future__ import annotations
-
-import os
-import pickle
-import zipfile
 
 import torch
 
@@ -22,6 +18,7 @@ from dlm.algos.mdlm import MDLM
 from dlm.algos.sdtt import SDTT
 from dlm.algos.sedd import SEDD
 from dlm.algos.udlm import UDLM
+from dlm.checkpoints.safe_load import load_checkpoint
 
 METHODS: dict[str, type[Method]] = {cls.algo: cls for cls in (AR, MDLM, UDLM, DUO, SEDD, D3PM, GIDD, DCD, SDTT)}
 
@@ -32,29 +29,12 @@ def get_method(algo: str) -> type[Method]:
     return METHODS[algo]
 
 
-def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """torch.load of a checkpoint file, with errors that name the file: FileNotFoundError when it is
-    missing, ValueError when it is truncated or not a torch checkpoint (instead of a zip/pickle traceback)."""
-    if not os.path.isfile(path):
-        what = "is a directory, not a file" if os.path.isdir(path) else "not found"
-        raise FileNotFoundError(f"checkpoint {os.fspath(path)!r} {what} (expected a .ckpt written by dlm train, "
-                                f"dlm import or the distillation)")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
-        raise ValueError(f"checkpoint {os.fspath(path)!r} ({os.path.getsize(path)} bytes) is truncated or not a "
-                         f"torch checkpoint: {type(e).__name__}: {str(e).split('. ')[0]} "
-                         f"(an interrupted copy or write? rerun the step that produced it)") from e
-    if not isinstance(ckpt, dict):
-        raise ValueError(f"checkpoint {os.fspath(path)!r} holds a {type(ckpt).__name__}, not a checkpoint dict")
-    return ckpt
-
-
 def load_module(path: str, map_location: str | torch.device = "cpu", ema: bool = True) -> Method:
     """Restore the method of a training checkpoint (`dlm.train`'s Lightning .ckpt) in eval mode, with
     the EMA weights swapped in (the papers evaluate and sample with the EMA). A missing, truncated or
-    foreign file, or an unknown algo, raises an error naming the file (see `read_checkpoint`)."""
-    ckpt = read_checkpoint(path, map_location)
+    foreign file, one that could run code, or an unknown algo, raises an error naming the file (the file is
+    read by `dlm.checkpoints.safe_load.load_checkpoint`: weights only, nothing in it runs)."""
+    ckpt = load_checkpoint(path, map_location)
     hp = dict((ckpt.get("hyper_parameters") or {}).get("method") or {})
     if "algo" not in hp or "state_dict" not in ckpt:
         raise ValueError(f"{path}: not a dlm checkpoint (no hyper_parameters.method.algo or no state_dict); "

@@ -39,6 +39,12 @@ sedd-hf         louaaron/sedd-{small,medium} (model/transformer.py `SEDD`, PyTor
                 [MASK] last), graph.type, noise.type. SEDD's own run checkpoint (checkpoints-meta/checkpoint.pth:
                 {'model': state_dict, 'ema': {'shadow_params'}, 'step'}) is read too (layout sedd-run), with
                 its run's .hydra/config.yaml (yaml.safe_load) when it sits in the run directory.
+sdtt-hf         jdeschena/sdtt revisions (src/sdtt/core/distill/multi_round_sdtt.py `MultiRoundSDTT`, pushed with
+                PyTorchModelHubMixin): model.safetensors keys 'backbone.<name>' (models/dit_orig.py `DIT`, the MDLM
+                DiT), or 'backbone.backbone.<name>' for teacher_1M_sm (the hub MDLM inside SDTT); config.json is
+                the run's whole config (model.{hidden_size, n_blocks, n_heads, cond_dim, length, dropout},
+                time_conditioning, noise.type, parameterization.name multi-round-sdtt). Its model.causal key
+                (set in dit-orig-large.yaml) is not read by that DiT, whose attention is bidirectional: ignored.
 gidd-hf         dvruette/gidd-* (gidd/models/modeling_dit.py `DIT(PreTrainedModel)`): keys '<name>' without prefix
                 plus the persistent rotary buffers rotary_emb.{cos_cached, sin_cached} (1, max_seq_len, 3, 1,
                 head_dim); config.json (model_type dit): vocab_size, max_seq_len, hidden_size, timestep_cond_dim,
@@ -103,7 +109,9 @@ from dlm.checkpoints.safe_load import load_file, to_plain
 
 log = logging.getLogger("dlm.import")
 
-ALGOS = ("mdlm", "udlm", "duo", "sedd", "gidd", "ar", "d3pm")
+ALGOS = ("mdlm", "udlm", "duo", "sedd", "gidd", "ar", "d3pm", "dcd", "sdtt")  # dcd / sdtt: distilled students
+LAYOUTS = ("mdlm-lightning", "duo-lightning", "mdlm-hf", "duo-hf", "sedd-hf", "sedd-run", "sdtt-hf", "gidd-hf",
+           "weights")
 DEFAULT_TOKENIZER = "gpt2"
 ROTARY_BASE = 10_000.0
 FREQ_DIM = 256  # sinusoidal features of the sigma embedding (fixed in every original and in our DiT)
@@ -189,16 +197,10 @@ def resolve(src: str | Path) -> Path:
     if p.exists():
         return p
     name = str(src)
-    if _HUB_NAME.match(name):
-        try:
-            from huggingface_hub import snapshot_download
+    if _HUB_NAME.match(name):  # one-line CheckpointUnavailable when it cannot be fetched (offline, unknown, gated)
+        from dlm.checkpoints.registry import download_hub
 
-            folder = snapshot_download(name, allow_patterns=["*.json", "*.safetensors", "*.bin", "*.txt", "*.model"])
-        except Exception as e:  # offline, unknown repo, gated, ...
-            raise ImportMismatchError(
-                f"cannot fetch {name!r} from the Hugging Face hub ({type(e).__name__}: {e}); download it where the "
-                f"hub is reachable (huggingface-cli download {name} --local-dir DIR) and import DIR") from e
-        return Path(folder)
+        return download_hub(name, "main", ["*.json", "*.safetensors", "*.bin", "*.txt", "*.model"])
     raise FileNotFoundError(f"{src}: no such file or directory, and not a Hugging Face hub name (owner/name)")
 
 
@@ -237,6 +239,8 @@ def _layout_of_config(cfg: dict) -> str | None:
         return "gidd-hf"
     if isinstance(cfg.get("model"), dict) and ("graph" in cfg or "tokens" in cfg):
         return "sedd-hf"
+    if isinstance(cfg.get("parameterization"), dict) and cfg["parameterization"].get("name") == "multi-round-sdtt":
+        return "sdtt-hf"
     return None
 
 
@@ -293,13 +297,16 @@ def read_source(src: str | Path) -> Source:
 
 
 def _strip_prefix(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """Keys relative to the backbone: 'backbone.' (Lightning, HF MDLM/DUO) or DDP 'module.' removed; with a
-    'backbone.' prefix every other key (teacher.*, noise.*) is ignored."""
+    """Keys relative to the backbone: 'backbone.' (Lightning, HF MDLM/DUO; twice when every key has it twice,
+    SDTT's teacher) or DDP 'module.' removed; with a 'backbone.' prefix every other key (teacher.*, noise.*) is
+    ignored."""
     for prefix in ("backbone.", "module."):
         if any(k.startswith(prefix) for k in state):
             if prefix == "module." and not all(k.startswith(prefix) for k in state):
                 continue
             kept = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            if prefix == "backbone." and all(k.startswith(prefix) for k in kept):  # SDTT's hub MDLM teacher
+                kept = {k[len(prefix):]: v for k, v in kept.items()}
             return kept, [k for k in state if not k.startswith(prefix)]
     return dict(state), []
 
@@ -529,14 +536,15 @@ def build_import(src: str | Path, algo: str, tokenizer_dir: str | Path, length: 
     L = length or config_value(cfg, "length") or dims.get("rotary_cached_length")
     if not L:
         raise ImportMismatchError(f"{where}: the sequence length is not in the file; pass --length")
-    causal_cfg = config_value(cfg, "causal")
+    causal_cfg = config_value(cfg, "causal") if s.layout != "sdtt-hf" else None  # SDTT's DiT ignores model.causal
     if causal_cfg is not None and bool(causal_cfg) != cls.causal:
         raise ImportMismatchError(f"{where}: the source is {'causal (AR)' if causal_cfg else 'bidirectional'} but "
                                   f"algo {algo} needs a {'causal' if cls.causal else 'bidirectional'} DiT")
     if algo == "sedd":
         graph, scaled = config_value(cfg, "graph"), config_value(cfg, "scale_by_sigma")
         if graph is not None and graph != "absorb":
-            raise ImportMismatchError(f"{where}: SEDD graph {graph!r}; algo sedd is the absorbing graph")
+            raise ImportMismatchError(f"{where}: SEDD graph {graph!r}; `dlm import` maps the absorbing graph only "
+                                      "(no uniform-graph checkpoint was released; train one with algo_args graph: uniform)")
         if scaled is not None and not scaled:
             raise ImportMismatchError(f"{where}: SEDD model with scale_by_sigma=False; algo sedd applies the absorbing "
                                       "scale_by_sigma output transformation")
@@ -574,6 +582,36 @@ def build_import(src: str | Path, algo: str, tokenizer_dir: str | Path, length: 
     return method, kwargs, summary
 
 
+def check_expected(kwargs: dict, summary: dict, expects: dict, where: str) -> None:
+    """The imported model has the settings `expects` names (a registry entry's: layout, length,
+    time_conditioning, p_uniform); otherwise ImportMismatchError naming each difference."""
+    have = {"layout": summary["layout"], "length": kwargs["block_length"],
+            "time_conditioning": kwargs["time_conditioning"], "p_uniform": kwargs.get("p_uniform")}
+    bad = []
+    for key, want in expects.items():
+        got = have.get(key)
+        same = got is not None and (abs(float(got) - float(want)) < 1e-9 if key == "p_uniform" else got == want)
+        if not same:
+            bad.append(f"{key} {got!r} (expected {want!r})")
+    if bad:
+        raise ImportMismatchError(f"{where} is not the checkpoint the registry describes: " + "; ".join(bad))
+
+
+def save_tokenizer(name: str, out: str | Path) -> None:
+    """`dlm.data.tokenizer.save_pretrained_tokenizer`, with a one-line ImportMismatchError naming --tokenizer when
+    the tokenizer cannot be loaded (a hub name offline, a missing folder)."""
+    from dlm.data.tokenizer import save_pretrained_tokenizer
+
+    try:
+        save_pretrained_tokenizer(str(name), str(out))
+    except Exception as e:  # OSError offline / missing, ValueError for an unrecognised folder, ...
+        text = str(e).strip().splitlines()
+        raise ImportMismatchError(
+            f"cannot load the tokenizer {str(name)!r} ({type(e).__name__}: {text[0] if text else ''}); pass "
+            f"--tokenizer NAME_OR_PATH with a tokenizer folder on this machine (a run's `tokenizer:` key in a "
+            f"config), e.g. the pipeline's resources/tokenizers/<name>") from None
+
+
 def tokenizer_out_dir(out: str | Path) -> Path:
     """Where the imported checkpoint's tokenizer is saved by default: OUT with the suffix .tokenizer."""
     out = Path(out)
@@ -582,11 +620,11 @@ def tokenizer_out_dir(out: str | Path) -> Path:
 
 def import_checkpoint(src: str | Path, algo: str, out: str | Path, tokenizer: str | None = None,
                       length: int | None = None, n_heads: int | None = None, tokenizer_out: str | Path | None = None,
-                      use_ema: bool = True, algo_args: dict | None = None) -> dict:
+                      use_ema: bool = True, algo_args: dict | None = None, expects: dict | None = None) -> dict:
     """Import `src` as a dlm checkpoint at `out` (written atomically) for method `algo`; returns the summary
     stored under imported_from. `tokenizer` (name or path; default: the source folder's, else gpt2) is
-    saved to `tokenizer_out` (default OUT.tokenizer), which the checkpoint's tokenizer_dir points at."""
-    from dlm.data.tokenizer import save_pretrained_tokenizer
+    saved to `tokenizer_out` (default OUT.tokenizer), which the checkpoint's tokenizer_dir points at.
+    `expects` (a registry entry's settings, `check_expected`) must hold, or nothing is written."""
     from dlm.utils import atomic_path
 
     if algo not in ALGOS:
@@ -595,9 +633,11 @@ def import_checkpoint(src: str | Path, algo: str, out: str | Path, tokenizer: st
     tok_name = tokenizer or _default_tokenizer(source)
     tok_dir = Path(tokenizer_out) if tokenizer_out else tokenizer_out_dir(out)
     existed = tok_dir.exists()
-    save_pretrained_tokenizer(tok_name, str(tok_dir))
+    save_tokenizer(tok_name, tok_dir)
     try:
         method, kwargs, summary = build_import(src, algo, tok_dir, length, n_heads, use_ema, algo_args, source=source)
+        if expects:
+            check_expected(kwargs, summary, expects, str(source.path))
     except Exception:
         if not existed:  # leave nothing behind for a source that does not fit
             shutil.rmtree(tok_dir, ignore_errors=True)

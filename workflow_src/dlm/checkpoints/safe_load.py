@@ -24,6 +24,15 @@ Weight files are loaded without a general unpickle:
 
   Storages are still read by torch's own zip reader (``torch.load`` calls ``persistent_load``
   itself); only ``find_class`` is ours.
+
+Our own checkpoints (written by ``dlm train``, the distillation and ``dlm import``, and Lightning's
+``last.ckpt`` a run resumes from) are read by :func:`load_checkpoint` alone: ``torch.load(weights_only=True)``,
+torch's own unpickler that builds tensors, plain containers and numbers and nothing else. Our checkpoints hold
+nothing more (``dlm.resume`` stores the RNG states as tensors and ints; hyper-parameters are plain dicts), so
+no global is allowed beyond torch's defaults (``OWN_GLOBALS`` lists what they contain). A file that names any
+other global (``os.system``, ``builtins.exec``, a class) is refused before anything of it runs, with an
+:class:`UnsafeCheckpointError` naming the file and those globals (found by :func:`foreign_globals`, an unpickle
+that builds inert stand-ins only). See docs/security.md.
 """
 
 from __future__ import annotations
@@ -32,9 +41,11 @@ import _compat_pickle
 import codecs
 import collections
 import copyreg
+import io
 import os
 import pickle
 import types
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -203,3 +214,102 @@ def to_plain(obj: Any, _seen: set[int] | None = None) -> Any:
         return obj
     finally:
         seen.discard(id(obj))
+
+
+# --- our own checkpoints -------------------------------------------------------------------------------
+
+# every global a checkpoint of ours names (trained, a resumed run's last.ckpt, distilled, imported; listed from
+# real files): torch's tensor rebuild functions and storage types and OrderedDict, all in torch's weights-only
+# allowlist. `foreign_globals` reports any other.
+OWN_GLOBALS = frozenset({"torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_parameter", "collections.OrderedDict",
+                         *(f"torch.{t}Storage" for t in ("Float", "Double", "Half", "BFloat16", "Long", "Int", "Short",
+                                                         "Char", "Byte", "Bool"))})
+
+
+class _GlobalRecorder(pickle.Unpickler):
+    """Unpickles into inert stand-ins only, recording each global the stream names (see `foreign_globals`)."""
+
+    def __init__(self, file: Any):
+        super().__init__(file)
+        self.names: list[str] = []
+
+    def find_class(self, module: str, name: str) -> Any:
+        module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+        self.names.append(f"{module}.{name}")
+        return stand_in(module, name)
+
+    def persistent_load(self, pid: Any) -> Any:  # torch's storages: never read here
+        return None
+
+
+def foreign_globals(path: str | os.PathLike) -> list[str]:
+    """The globals a checkpoint file names beyond `OWN_GLOBALS`, in order of appearance, found without running
+    anything: the pickle (a torch zip file's data.pkl, else the file's leading pickles) is unpickled with every
+    global replaced by an inert `StandIn`. A stream that stops early (malformed) gives what was seen so far."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                streams = [z.read(n) for n in z.namelist() if n.endswith("data.pkl")]
+        else:
+            streams = [Path(path).read_bytes()]
+    except (OSError, zipfile.BadZipFile, RuntimeError):  # a damaged zip: nothing to name
+        return []
+    found: list[str] = []
+    for data in streams:
+        f = io.BytesIO(data)
+        for _ in range(5):  # a legacy torch file is several pickles in a row (magic, version, info, object)
+            rec = _GlobalRecorder(f)
+            try:
+                rec.load()
+            except Exception:  # noqa: BLE001 - a malformed stream: keep the globals seen before it ended
+                found += rec.names
+                break
+            found += rec.names
+    return list(dict.fromkeys(n for n in found if n not in OWN_GLOBALS))
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
+    """A checkpoint of ours (a dict: state_dict, hyper_parameters, ...) read with ``torch.load(weights_only=True)``.
+
+    Errors name the file: FileNotFoundError when it is missing; UnsafeCheckpointError (a ValueError) when it names
+    a global that no checkpoint of ours holds (the file could run code when fully unpickled; nothing of it ran);
+    ValueError when it is truncated or not a torch checkpoint, or holds no dict."""
+    where = os.fspath(path)
+    if not os.path.isfile(path):
+        what = "is a directory, not a file" if os.path.isdir(path) else "not found"
+        raise FileNotFoundError(f"checkpoint {where!r} {what} (expected a .ckpt written by dlm train, dlm import or "
+                                f"the distillation)")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        foreign = foreign_globals(path)
+        if foreign:
+            raise UnsafeCheckpointError(
+                f"checkpoint {where!r} refused: it names {', '.join(foreign[:5])}, which no checkpoint of dlm train, "
+                f"dlm import or the distillation holds (unpickling it could run code; nothing of it was run). "
+                f"Load only checkpoints of this pipeline; convert other code bases' files with `dlm import`") from None
+        raise _not_a_checkpoint(where, e) from e
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as e:  # OSError: a cut legacy-format file
+        raise _not_a_checkpoint(where, e) from e
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"checkpoint {where!r} holds a {type(ckpt).__name__}, not a checkpoint dict")
+    return ckpt
+
+
+def pretrained_model(auto_cls: Any, name_or_path: str | os.PathLike, **kwargs: Any) -> Any:
+    """``auto_cls.from_pretrained`` (a transformers ``AutoModel*`` class; hub name or local folder) without running
+    anything from the folder or repository: ``trust_remote_code=False`` (a config whose ``auto_map`` names the
+    repository's own Python gets transformers' built-in class of its ``model_type``, or an error when there is
+    none; the code is never imported), and ``weights_only=True`` (``model.safetensors`` is read when the folder has
+    one, transformers' own preference; only without it ``pytorch_model.bin``, through torch's weights-only
+    unpickler). Tokenizers: `dlm.data.tokenizer.load_tokenizer`."""
+    return auto_cls.from_pretrained(str(name_or_path), trust_remote_code=False, weights_only=True, **kwargs)
+
+
+def _not_a_checkpoint(where: str, e: Exception) -> ValueError:
+    text = str(e).split("WeightsUnpickler error:")[-1]  # torch's weights-only message: the unpickler's own reason
+    reason = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return ValueError(f"checkpoint {where!r} ({os.path.getsize(where)} bytes) is truncated or not a torch checkpoint: "
+                      f"{type(e).__name__}: {reason.split('. ')[0]} (an interrupted copy or write? rerun the step "
+                      f"that produced it)")

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dlm.resume import dist_rank_world
 from dlm.utils import read_json, sha256_file
 
 _ROWS_PER_CHUNK = 1 << 14  # rows per step when scanning a whole split
@@ -89,9 +88,9 @@ class PackedDataset(torch.utils.data.Dataset):
 
     def _open(self) -> None:
         if self._ids is None:
-            self._ids = np.load(self._ids_path, mmap_mode="r")
+            self._ids = np.load(self._ids_path, mmap_mode="r", allow_pickle=False)
             if self._mask_path is not None:
-                self._mask = np.load(self._mask_path, mmap_mode="r")
+                self._mask = np.load(self._mask_path, mmap_mode="r", allow_pickle=False)
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -121,8 +120,8 @@ def unigram_counts(data_dir: str | os.PathLike, split: str = "train") -> np.ndar
     meta = read_meta(data_dir)
     K = int(meta["vocab_size"])
     ids_path, mask_path = _split_paths(data_dir, meta, split)
-    ids = np.load(ids_path, mmap_mode="r")
-    mask = np.load(mask_path, mmap_mode="r") if mask_path is not None else None
+    ids = np.load(ids_path, mmap_mode="r", allow_pickle=False)
+    mask = np.load(mask_path, mmap_mode="r", allow_pickle=False) if mask_path is not None else None
     counts = np.zeros(K, dtype=np.int64)
     for start in range(0, ids.shape[0], _ROWS_PER_CHUNK):
         block = np.asarray(ids[start:start + _ROWS_PER_CHUNK])
@@ -156,6 +155,8 @@ class TrainOrder(torch.utils.data.Sampler):
         self.n, self.batch_size, self.seed, self.start_batch = n, batch_size, seed, start_batch
 
     def __iter__(self):
+        from dlm.resume import dist_rank_world  # here: reading data (sampling, evaluation) needs no Lightning
+
         rank, world = dist_rank_world()
         per_rank = (self.n // (self.batch_size * world)) * self.batch_size  # samples per rank per epoch
         if per_rank == 0:

@@ -12,6 +12,11 @@ Modes:
          by EOS (insert_eos=False: no EOS between documents, DUO's zero-shot `data.insert_valid_eos=False`);
          the whole split is concatenated in document order and cut into chunks of block_length-2
          tokens; each block is [BOS] + chunk + [EOS]; the remainder is dropped.
+  "wrap_bos" (the original's packed LM1B, `data=lm1b-wrap`, DUO's train_lm1b_*_sentencepacking.sh): "wrap" with
+         the BOS id also after every document and closing every block. The original takes both ids as
+         `tokenizer.encode(token)[0]`, the first id of an encoding with special tokens, which for BERT is [CLS]
+         for BOS *and* EOS: its packed LM1B blocks are [CLS] sentence [CLS] sentence ... [CLS]. (For GPT-2, BOS =
+         EOS and the two modes coincide.)
   "pad"  (LM1B style): one document per row, [BOS] + tokens + [EOS], truncated to block_length (the last
          token of a truncated row is EOS), right-padded with the pad id (EOS when the tokenizer has none;
          the mask tells padding from real tokens).
@@ -37,7 +42,7 @@ from dlm.utils import sha256_file, write_json
 from .corpora import count_documents, iter_documents
 from .tokenizer import fingerprint, load_tokenizer, special_ids
 
-MODES = ("wrap", "pad")
+MODES = ("wrap", "wrap_bos", "pad")
 SPLITS = ("train", "valid")
 BATCH_DOCS = 1000  # documents per tokenizer batch call
 
@@ -110,13 +115,13 @@ def _encode(tok: Any, texts: list[str]) -> list[list[int]]:
 
 
 def _pack_wrap(tok: Any, path: str, split: str, L: int, ids: dict, out: _NpyStreamWriter,
-               insert_eos: bool = True) -> dict:
+               insert_eos: bool = True, separator: str = "eos") -> dict:
     # The original MDLM/DUO code concatenates and chunks per datasets.map batch of 1000 documents (and per
     # worker shard), which drops a remainder per batch and makes the blocks depend on the batching / number
     # of processes (a small split such as PTB can lose most of its tokens at block 1024). Here the WHOLE
     # split is concatenated in document order (only the final remainder is dropped), so the bytes depend
     # on nothing but the inputs.
-    bos, eos, chunk = ids["bos"], ids["eos"], L - 2
+    bos, eos, chunk = ids["bos"], ids[separator], L - 2  # separator "bos": the original's [CLS] for BERT
     sep = (eos,) if insert_eos else ()
     carry = np.empty(0, dtype=np.int64)
     n_docs = n_stream = 0
@@ -210,15 +215,16 @@ def pack_splits(sources: dict[str, str], tokenizer_dir: str, mode: str, block_le
             return w
 
         for split, path in sources.items():
-            if mode == "wrap":
-                stats = _pack_wrap(tok, str(path), split, L, sid, writer(f"{split}.npy", dtype), bool(insert_eos))
+            if mode in ("wrap", "wrap_bos"):
+                stats = _pack_wrap(tok, str(path), split, L, sid, writer(f"{split}.npy", dtype), bool(insert_eos),
+                                   separator="bos" if mode == "wrap_bos" else "eos")
             else:
                 stats = _pack_pad(tok, str(path), split, L, sid, pad_id, writer(f"{split}.npy", dtype),
                                   writer(f"{split}_mask.npy", np.dtype(np.uint8)))
             splits[split] = {**stats, "source": str(path)}
         for w in writers:  # both splits packed without error: only now do the arrays replace old ones
             w.commit()
-    if mode == "wrap":  # masks left by an earlier pad-mode run in the same directory would be misleading
+    if mode != "pad":  # masks left by an earlier pad-mode run in the same directory would be misleading
         for split in sources:
             (out / f"{split}_mask.npy").unlink(missing_ok=True)
     files = {split: {"input_ids": f"{split}.npy", "attention_mask": f"{split}_mask.npy" if mode == "pad" else None}

@@ -85,10 +85,8 @@ def train_bpe(train_jsonl: str, vocab_size: int, out_dir: str, min_frequency: in
 
 
 def save_pretrained_tokenizer(name_or_path: str, out_dir: str) -> None:
-    """AutoTokenizer.from_pretrained(name_or_path) saved atomically to out_dir (hub name or local dir)."""
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(name_or_path)
+    """`load_tokenizer(name_or_path)` saved atomically to out_dir (hub name or local dir)."""
+    tok = load_tokenizer(name_or_path)
     with atomic_dir(out_dir) as tmp:
         tok.save_pretrained(str(tmp))
 
@@ -112,11 +110,13 @@ def write_offline_gpt2(out_dir: str) -> None:
         (tmp / "tokenizer_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
-def load_tokenizer(dir: str) -> Any:
-    """The tokenizer saved in `dir` (AutoTokenizer.from_pretrained)."""
+def load_tokenizer(name_or_path: str | os.PathLike) -> Any:
+    """The tokenizer saved in a folder, or of a hub name (AutoTokenizer.from_pretrained), without running code
+    from it: trust_remote_code=False (a tokenizer_config.json whose auto_map names the folder's own Python gets
+    transformers' built-in class, or an error; that code is never imported). Every tokenizer is read this way."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(dir))
+    return AutoTokenizer.from_pretrained(str(name_or_path), trust_remote_code=False)
 
 
 def model_vocab_size(tok: Any) -> int:

@@ -208,19 +208,22 @@ def save_cache(path: str | os.PathLike, cache: dict) -> None:
 
 
 def load_cache(path: str | os.PathLike) -> dict:
-    """Read a cache written by `save_cache`."""
+    """Read a cache written by `save_cache` (plain arrays: a pickled object array is refused, never loaded)."""
     with np.load(path, allow_pickle=False) as data:
         missing = [key for key in CACHE_KEYS if key not in data.files]
         if missing:
             raise ValueError(f"integral cache {os.fspath(path)!r} is missing key(s) {missing}")
-        return {
-            "gamma": np.asarray(data["gamma"], dtype=np.float64),
-            "alpha": np.asarray(data["alpha"], dtype=np.float64),
-            "dalpha_dgamma": np.asarray(data["dalpha_dgamma"], dtype=np.float64),
-            "vocab_size": int(data["vocab_size"]),
-            "gamma_min": float(data["gamma_min"]),
-            "gamma_max": float(data["gamma_max"]),
-        }
+        try:
+            return {
+                "gamma": np.asarray(data["gamma"], dtype=np.float64),
+                "alpha": np.asarray(data["alpha"], dtype=np.float64),
+                "dalpha_dgamma": np.asarray(data["dalpha_dgamma"], dtype=np.float64),
+                "vocab_size": int(data["vocab_size"]),
+                "gamma_min": float(data["gamma_min"]),
+                "gamma_max": float(data["gamma_max"]),
+            }
+        except ValueError as e:  # "Object arrays cannot be loaded when allow_pickle=False"
+            raise ValueError(f"integral cache {os.fspath(path)!r}: {e}") from None
 
 
 class IntegralTable:

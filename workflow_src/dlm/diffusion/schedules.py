@@ -5,6 +5,7 @@ MDLM (Sahoo et al. 2024, arXiv 2406.07524, Sec. 3) and DUO (arXiv 2506.10892, Se
 
     loglinear: alpha_t = 1 - (1 - eps) t                 (MDLM Table 8 / DUO Sec. 3)
     cosine:    alpha_t = eps + (1 - eps) cos(pi t / 2)   (MDLM's `cosine` noise)
+    duo_cosine: alpha_t = 1 - sin(pi (1 - eps) t / 2)    (the DUO repository's `cosine`, its CIFAR-10 scripts)
 
 Both keep alpha_1 = eps > 0 so that sigma_t = -log alpha_t stays finite; the NELBO weights
 -alpha'_t / (1 - alpha_t) are 1/t (loglinear) and (pi/2) cot(pi t / 4) (cosine), independent of eps.
@@ -64,7 +65,29 @@ class Cosine(Schedule):
         return -(1.0 - self.eps) * 0.5 * math.pi * torch.sin(0.5 * math.pi * t)
 
 
-SCHEDULES = {cls.name: cls for cls in (LogLinear, Cosine)}
+class DuoCosine(Schedule):
+    """The DUO repository's `cosine` noise (s-sahoo/duo trainer_base.Cosine, configs/noise/cosine.yaml; its
+    CIFAR-10 scripts): with u = pi (1 - eps) t / 2,  alpha_t = 1 - cos(pi/2 - u) = 1 - sin(u), so alpha_0 = 1 and
+    alpha_1 = 1 - cos(pi eps / 2) (~1.2e-6 for eps 1e-3). Not MDLM's `cosine`: alpha_{1/2} is 0.29 here, 0.71 there.
+
+    For u > pi/4 alpha is computed as 2 sin^2(pi/4 - u/2) (the same number, without the cancellation of 1 - sin u
+    near t = 1).
+    The derivative is the exact -(1 - eps)(pi/2) cos(u); the original drops the chain factor (1 - eps) (its
+    log-linear schedule keeps it), which scales its NELBO weight by 1/(1 - eps), +0.1% at eps 1e-3.
+    NELBO weight -alpha'/(1 - alpha) = (1 - eps)(pi/2) cot(u).
+    """
+
+    name = "duo_cosine"
+
+    def alpha(self, t):
+        u = 0.5 * math.pi * (1.0 - self.eps) * t
+        return torch.where(u < 0.25 * math.pi, 1.0 - torch.sin(u), 2.0 * torch.sin(0.25 * math.pi - 0.5 * u) ** 2)
+
+    def dalpha(self, t):
+        return -(1.0 - self.eps) * 0.5 * math.pi * torch.cos(0.5 * math.pi * (1.0 - self.eps) * t)
+
+
+SCHEDULES = {cls.name: cls for cls in (LogLinear, Cosine, DuoCosine)}
 
 
 def get_schedule(name: str, eps: float = 1e-3) -> Schedule:

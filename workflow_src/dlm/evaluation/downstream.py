@@ -85,7 +85,7 @@ def continuation_loglikelihood(module, prefix: list[int], target: list[int], num
     data = RepeatedSequence(ids, counted, draws)
     bound = monte_carlo_bound(module, data, min(batch_size, draws), seed, passes=1, device=module.device,
                               desc="downstream", progress=False)
-    draws_ll = -(bound["seq_nll"][0] / bound["seq_tokens"][0]).astype(np.float32)  # (draws,) each draw's -NELBO
+    draws_ll = -(bound["seq_nll"] / bound["seq_tokens"]).astype(np.float32)  # (draws,) each draw's -NELBO
     out = {"ll": -bound["nll"], "se": 0.0 if module.causal else bound["se"], "tokens": len(ids), "greedy": False,
            "draws": draws_ll}
     if module.causal:

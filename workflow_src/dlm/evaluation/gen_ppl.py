@@ -33,7 +33,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from dlm.evaluation.entropy import mean_entropy
+from dlm.evaluation.entropy import mean_entropy, unigram_entropy
 from dlm.utils import provenance, read_jsonl, sha256_file, write_json
 
 log = logging.getLogger("dlm.gen_ppl")
@@ -80,7 +80,9 @@ def generative_perplexity(texts: list[str], judge, batch_size: int,
     """Token-weighted generative perplexity of `texts` under `judge` (see module docstring).
 
     Returns ``{"gen_ppl", "nll" (mean nats per counted token), "num_tokens" (counted targets),
-    "num_samples", "num_truncated", "judge", "max_length", "batch_size", "count_padding_eos"}``.
+    "num_samples", "num_truncated", "judge", "max_length", "batch_size", "count_padding_eos",
+    "sample_nll", "sample_tokens"}``; the last two are per text (summed nats and counted targets), the units of
+    the claims table's intervals (`dlm.report.claims`).
     """
     texts = list(texts)
     if not texts:
@@ -94,6 +96,8 @@ def generative_perplexity(texts: list[str], judge, batch_size: int,
 
     total_nll = 0.0  # accumulated in float64 (Python floats); per-token losses are fp32
     total_count = 0
+    row_nll = torch.zeros(input_ids.shape[0], dtype=torch.float64)  # (N,) per text, for intervals
+    row_count = torch.zeros(input_ids.shape[0], dtype=torch.long)  # (N,)
     # NOTE deviation: the reference code uses num_batches = N // batch_size and silently drops a
     # partial last batch; here every sample is scored, so the result does not depend on batch_size.
     for start in range(0, input_ids.shape[0], batch_size):
@@ -109,8 +113,11 @@ def generative_perplexity(texts: list[str], judge, batch_size: int,
             targets = ids[:, 1:].to(logits.device)
             nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), targets, reduction="none")
             weights = weights.to(logits.device)
-            total_nll += float((nll.double() * weights.double()).sum())
+            weighted = nll.double() * weights.double()  # (b, T - 1)
+            total_nll += float(weighted.sum())
             total_count += int(weights.sum())
+            row_nll[start:start + ids.shape[0]] += weighted.sum(-1).cpu()
+            row_count[start:start + ids.shape[0]] += weights.sum(-1).cpu()
     if total_count == 0:
         raise ValueError("generative_perplexity: no counted target tokens (every text is empty, a "
                          "single token, or only repeated EOS)")
@@ -118,7 +125,8 @@ def generative_perplexity(texts: list[str], judge, batch_size: int,
     return {"gen_ppl": math.exp(mean_nll), "nll": mean_nll, "num_tokens": total_count,
             "num_samples": len(texts), "num_truncated": int(num_truncated),
             "judge": str(judge.name), "max_length": max_length, "batch_size": int(batch_size),
-            "count_padding_eos": bool(count_padding_eos)}
+            "count_padding_eos": bool(count_padding_eos), "sample_nll": row_nll.tolist(),
+            "sample_tokens": row_count.tolist()}
 
 
 def read_texts(path: str | os.PathLike) -> tuple[list[str], list[list[int]] | None]:
@@ -196,6 +204,8 @@ def run_gen_ppl(texts_path: str | os.PathLike, judge, max_length: int | None, ba
     judge_obj = judge if hasattr(judge, "logits") else load_judge(judge, device=device)
     result = _score_or_note(texts, judge_obj, batch_size, max_length, count_padding_eos)
     entropy = mean_entropy(token_lists) if token_lists is not None else None
+    if token_lists is not None:
+        result["sample_entropy"] = [unigram_entropy(t) for t in token_lists]
     settings = {"texts": str(texts_path), "texts_sha256": sha256_file(texts_path),
                 "judge": str(judge_obj.name), "max_length": result["max_length"],
                 "batch_size": int(batch_size), "count_padding_eos": bool(count_padding_eos)}
@@ -206,6 +216,7 @@ def run_gen_ppl(texts_path: str | os.PathLike, judge, max_length: int | None, ba
     before = _before_self_correction(texts_path)
     if before is not None:  # self-corrected samples: the same judge on the sampler's output before correction
         res_b = _score_or_note(before[0], judge_obj, batch_size, max_length, count_padding_eos)
-        out.update({"gen_ppl_before": res_b["gen_ppl"], "entropy_before": mean_entropy(before[1])})
+        out.update({"gen_ppl_before": res_b["gen_ppl"], "entropy_before": mean_entropy(before[1]),
+                    "sample_nll_before": res_b.get("sample_nll"), "sample_tokens_before": res_b.get("sample_tokens")})
     write_json(out_path, out)
     return out

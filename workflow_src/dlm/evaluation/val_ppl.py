@@ -67,9 +67,11 @@ def monte_carlo_bound(module, data: PackedDataset, batch_size: int, seed: int, p
     passes over the first `max_batches` batches (None: all) in order, the draws (t and forward noise) of
     batch i in pass p from a generator seeded with (seed, p, i). `data`: a PackedDataset, or any dataset of
     {"input_ids", "attention_mask"} rows of one length. Returns {"pass_nll" (passes,) array, "nll" (their
-    mean), "se", "se_method" (`bound_standard_error`), "num_tokens" (per pass), "seq_nll" and "seq_tokens"
-    ((passes, N) per-row sums)}; ValueError if there is no token to evaluate. `progress`: a progress bar per
-    pass (off for many small calls)."""
+    mean), "se", "se_method" (`bound_standard_error`), "num_tokens" (per pass), "seq_nll" (N,) each
+    sequence's summed NLL averaged over the passes, "seq_tokens" (N,) its counted tokens}; ValueError if there
+    is no token to evaluate. The per-sequence arrays are the units of the claims table's paired intervals
+    (`dlm.report.claims`): every run scored on the same data and seeds sees the same sequences and the same
+    seeded draws. `progress`: a progress bar per pass (off for many small calls)."""
     if passes < 1:
         raise ValueError(f"passes must be >= 1, got {passes}")
     loader = DataLoader(data, batch_size=batch_size, shuffle=False)
@@ -95,7 +97,7 @@ def monte_carlo_bound(module, data: PackedDataset, batch_size: int, seed: int, p
     pass_nll = seq_nll.sum(1) / seq_tokens.sum(1)  # (passes,)
     se, se_method = bound_standard_error(pass_nll, seq_nll, seq_tokens)
     return {"pass_nll": pass_nll, "nll": float(pass_nll.mean()), "se": se, "se_method": se_method,
-            "num_tokens": tokens, "seq_nll": seq_nll, "seq_tokens": seq_tokens}
+            "num_tokens": tokens, "seq_nll": seq_nll.mean(0), "seq_tokens": seq_tokens[0]}
 
 
 @torch.no_grad()
@@ -126,6 +128,8 @@ def evaluate_ppl(ckpt: str, data_dir: str, split: str, batch_size: int, seed: in
                 "max_batches": max_batches, "passes": passes}
     result = {"run": run, "group": group or run, "train_seed": train_seed, "algo": module.algo, "val_nll": nll, "val_nll_se": se, "val_ppl": math.exp(nll),
               "val_ppl_se": math.exp(nll) * se, "se_method": se_method, "pass_nll": pass_nll.tolist(),
+              "seq_nll": [round(float(v), 6) for v in bound["seq_nll"]],
+              "seq_tokens": [int(v) for v in bound["seq_tokens"]],
               "num_tokens": tokens, "params": module.num_params(), "train_steps": module.global_step,
               "model": module.hparams.model, "time_conditioning": module.hparams.time_conditioning,
               "algo_args": {k: module.hparams[k] for k in ALGO_ARGS.get(module.algo, ()) if k in module.hparams},

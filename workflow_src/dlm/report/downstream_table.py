@@ -56,8 +56,8 @@ def downstream_frame(json_paths: Sequence[str | os.PathLike], metric: str = "acc
 
 def downstream_table(json_paths: Sequence[str | os.PathLike], out_stem: str | os.PathLike, metric: str = "acc",
                      paper_values_path: str | os.PathLike | None = None, dataset: str | None = None) -> pd.DataFrame:
-    """Write ``{out_stem}.csv/.md/.tex`` and return the frame (module docstring). The highest accuracy of each
-    task among our rows is bold."""
+    """Write ``{out_stem}.csv/.md/.tex/.html`` and return the frame (module docstring). The highest accuracy of
+    each task among our rows is bold."""
     df, tasks = downstream_frame(json_paths, metric)
     summary = "avg" if len(tasks) > 1 else tasks[0]
     columns = tasks + (["avg"] if len(tasks) > 1 else [])
@@ -83,7 +83,8 @@ def downstream_table(json_paths: Sequence[str | os.PathLike], out_stem: str | os
                "and choice (seeded Monte-Carlo estimate with MC draws per choice), AR by its exact mean "
                "log-likelihood of the choice. Chance: the mean of 1/(number of choices). z vs chance: "
                f"({'Avg.' if len(tasks) > 1 else tasks[0]} $-$ chance) / its standard error. MC-close: the share of "
-               "questions whose two best choices lie within 2 Monte-Carlo standard errors.")
+               "questions whose pick beats the runner-up by less than 2 paired Monte-Carlo standard errors. Bold: "
+               "the highest accuracy of each column among our runs.")
     if seeds:
         caption += (" Runs trained with several seeds (Seeds): the mean over seeds $\\pm$ the combined standard "
                     "error; sd: the spread over seeds.")

@@ -5,7 +5,8 @@ a metric, the value and its source, and optionally the steps, sampler variant an
 to. `compare` adds to a table's frame, for one metric, the paper's value (``paper_{metric}``), our deviation from
 it (relative for PPLs, absolute for entropy and MAUVE, as the file's tolerance says) and a flag where the
 deviation is outside the tolerance. A config whose corpus matches no entry (the embedded default) gets no
-columns: its tables stay as they are.
+columns: its tables stay as they are. `same_model` maps a run name to the run whose published values are its
+own (one released model imported from two copies: config/paper/released.yaml's mdlm_ckpt is the papers' mdlm).
 """
 
 from __future__ import annotations
@@ -53,6 +54,18 @@ def load(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, dict[str, flo
     return df, tolerance
 
 
+def same_model(path: str | os.PathLike | None) -> dict[str, str]:
+    """{run: the run name of the entries that report it} from the file's optional `same_model` mapping."""
+    if path is None:
+        return {}
+    with open(path) as f:
+        doc = yaml.safe_load(f) or {}
+    aliases = doc.get("same_model") or {}
+    if not isinstance(aliases, dict) or not all(isinstance(v, str) for v in aliases.values()):
+        raise ValueError(f"{path}: same_model must map run names to run names, got {aliases!r}")
+    return {str(k): v for k, v in aliases.items()}
+
+
 def _matches(entry: pd.Series, row: pd.Series) -> bool:
     for key in MATCH_KEYS:
         want = entry[key]
@@ -82,10 +95,12 @@ def compare(df: pd.DataFrame, path: str | os.PathLike | None, dataset: str | Non
         return df
     column = column or metric
     kind, tol = next(iter(tolerance[metric].items()))
+    aliases = same_model(path)
     paper = np.full(len(df), np.nan)
     source: list[Any] = [""] * len(df)
     for i, (_, row) in enumerate(df.iterrows()):
-        for _, entry in entries[entries["run"] == str(row["run"])].iterrows():
+        run = aliases.get(str(row["run"]), str(row["run"]))
+        for _, entry in entries[entries["run"] == run].iterrows():
             if _matches(entry, row):
                 paper[i], source[i] = float(entry["value"]), entry["source"]
     ours = pd.to_numeric(df[column], errors="coerce").to_numpy(dtype=float)

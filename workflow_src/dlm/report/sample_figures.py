@@ -132,15 +132,69 @@ def mauve_figure(json_paths: Sequence[str | os.PathLike], out_stem: str | os.Pat
     return steps_figure(df, "mauve", "MAUVE (↑)", out_stem, reference=None if ref is None else float(ref))
 
 
-def frontier_figure(json_paths: Sequence[str | os.PathLike], out_stem: str | os.PathLike,
-                    reference_json: str | os.PathLike | None = None) -> dict[str, Path]:
-    """Gen PPL (log y) against entropy for each run / sampler kind / steps, across its nucleus (top-p) sweep.
+def _boxes_overlap(a, b) -> bool:
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
 
-    `json_paths`: gen-PPL JSONs (their ``nucleus_p`` and ``sampler_kind`` group the points); conditional and
-    self-corrected samples are left out (the papers' unconditional protocol). Points of one group are joined in
-    order of top-p and labelled with it (top-p 1 is the plain sampler); several seeds give mean ± sd error bars
-    on both axes. `reference_json`: the held-out text's gen-PPL JSON, drawn as a black star.
-    """
+
+# label offsets (points) tried in order: beside the point first, then above / below, then further out
+LABEL_OFFSETS = [(4, 3), (4, -9), (-4, 3), (-4, -9), (6, -3), (-6, -3), (0, 7), (0, -13),
+                 (10, 10), (10, -16), (-10, 10), (-10, -16), (16, -3), (-16, -3), (0, 16), (0, -22),
+                 (20, 18), (20, -24), (-20, 18), (-20, -24)]
+
+
+def place_labels(ax, labels: Sequence[tuple[float, float, str, tuple]], fontsize: float = 6.0) -> list:
+    """Annotate each (x, y, text, colour) of `labels` (data coordinates) at the first offset of `LABEL_OFFSETS`
+    whose text box overlaps no label placed before it, no marker and no line of the axes and stays inside them
+    (greedy; the offset with the fewest overlaps if none is free). A label moved further out than the first ring
+    gets a thin leader line to its point. Returns the annotations (excluded from the figure layout)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.transforms import Bbox
+
+    fig = ax.figure
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    fig.draw_without_rendering()  # the layout is fixed: display coordinates are final
+    renderer = canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    pad = 3.0 * fig.dpi / 72  # half a marker
+    obstacles = []
+    for line in ax.get_lines():
+        xy = ax.transData.transform(np.column_stack(line.get_data()).astype(float))
+        xy = xy[np.isfinite(xy).all(1)]
+        if line.get_marker() not in (None, "None", "", " "):
+            obstacles += [Bbox([[x - pad, y - pad], [x + pad, y + pad]]) for x, y in xy]
+        if line.get_linestyle() not in ("None", "", " "):
+            for (x0, y0), (x1, y1) in zip(xy, xy[1:]):
+                for f in np.linspace(0, 1, 12):
+                    x, y = x0 + f * (x1 - x0), y0 + f * (y1 - y0)
+                    obstacles.append(Bbox([[x - 1, y - 1], [x + 1, y + 1]]))
+    placed, out = [], []
+    for x, y, text, colour in labels:
+        ann = ax.annotate(text, (x, y), textcoords="offset points", xytext=LABEL_OFFSETS[0], fontsize=fontsize,
+                          color=colour)
+        ann.set_in_layout(False)
+        best, best_cost = LABEL_OFFSETS[0], None
+        for offset in LABEL_OFFSETS:
+            ann.xyann = offset
+            box = ann.get_window_extent(renderer)
+            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            cost = sum(_boxes_overlap(box, o) for o in placed + obstacles) + (0 if inside else 100)
+            if best_cost is None or cost < best_cost:
+                best, best_cost = offset, cost
+            if cost == 0:
+                break
+        ann.xyann = best
+        if abs(best[0]) > 8 or abs(best[1]) > 13:
+            leader = ax.annotate("", (x, y), textcoords="offset points", xytext=best,
+                                 arrowprops={"arrowstyle": "-", "color": colour, "lw": 0.4, "shrinkA": 0, "shrinkB": 2})
+            leader.set_in_layout(False)
+        placed.append(ann.get_window_extent(renderer))
+        out.append(ann)
+    return out
+
+
+def build_frontier_figure(json_paths: Sequence[str | os.PathLike],
+                          reference_json: str | os.PathLike | None = None) -> Figure:
+    """The figure of `frontier_figure`, not saved (tests read its labels)."""
     df = sample_metrics(json_paths)
     df = df[(df["condition"] == "none") & ~df["self_correct"] & df["gen_ppl"].notna() & df["entropy"].notna()]
     if df.empty:
@@ -151,26 +205,40 @@ def frontier_figure(json_paths: Sequence[str | os.PathLike], out_stem: str | os.
     order = sorted(pts["group"].unique())
     palette = _palette(order)
     markers = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "p", "h", "*"]
+    # the legend (one entry per run / sampler / steps) sets the height, so that no entry is cut off
+    fig = Figure(figsize=legend_size((5.5, 3.2), len(order)), layout="constrained")
+    ax = fig.subplots()
+    labels = []
+    for i, name in enumerate(order):
+        part = pts[pts["group"] == name].sort_values("nucleus_p")
+        ax.errorbar(part["entropy"], part["gen_ppl"], xerr=part["entropy_sd"].fillna(0.0),
+                    yerr=part["gen_ppl_sd"].fillna(0.0), color=palette[name], marker=markers[i % len(markers)],
+                    ms=4, lw=1, capsize=2, label=name)
+        labels += [(row["entropy"], row["gen_ppl"], f"p={row['nucleus_p']:g}", palette[name])
+                   for _, row in part[part["nucleus_p"] < 1].iterrows()]
+    if reference_json:
+        ref = read_json(reference_json)
+        if ref.get("gen_ppl") is not None and ref.get("entropy") is not None:
+            ax.plot([ref["entropy"]], [ref["gen_ppl"]], marker="*", ms=10, color="black", ls="none",
+                    label="held-out text")
+    _log_y(ax)
+    ax.set_xlabel("Entropy (nats, ↑ more diverse)")
+    ax.set_ylabel("Gen. PPL (↓)")
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside right upper", frameon=False, fontsize="small")
+    place_labels(ax, labels)
+    return fig
+
+
+def frontier_figure(json_paths: Sequence[str | os.PathLike], out_stem: str | os.PathLike,
+                    reference_json: str | os.PathLike | None = None) -> dict[str, Path]:
+    """Gen PPL (log y) against entropy for each run / sampler kind / steps, across its nucleus (top-p) sweep.
+
+    `json_paths`: gen-PPL JSONs (their ``nucleus_p`` and ``sampler_kind`` group the points); conditional and
+    self-corrected samples are left out (the papers' unconditional protocol). Points of one group are joined in
+    order of top-p and labelled with it (top-p 1 is the plain sampler; `place_labels` keeps the labels off each
+    other, the markers and the lines); several seeds give mean ± sd error bars on both axes. `reference_json`:
+    the held-out text's gen-PPL JSON, drawn as a black star.
+    """
     with matplotlib.rc_context():
         sns.set_theme(context="paper", style="whitegrid")
-        # the legend (one entry per run / sampler / steps) sets the height, so that no entry is cut off
-        fig = Figure(figsize=legend_size((5.5, 3.2), len(order)), layout="constrained")
-        ax = fig.subplots()
-        for i, name in enumerate(order):
-            part = pts[pts["group"] == name].sort_values("nucleus_p")
-            ax.errorbar(part["entropy"], part["gen_ppl"], xerr=part["entropy_sd"].fillna(0.0),
-                        yerr=part["gen_ppl_sd"].fillna(0.0), color=palette[name], marker=markers[i % len(markers)],
-                        ms=4, lw=1, capsize=2, label=name)
-            for _, row in part[part["nucleus_p"] < 1].iterrows():
-                ax.annotate(f"p={row['nucleus_p']:g}", (row["entropy"], row["gen_ppl"]), textcoords="offset points",
-                            xytext=(3, 3), fontsize=6, color=palette[name])
-        if reference_json:
-            ref = read_json(reference_json)
-            if ref.get("gen_ppl") is not None and ref.get("entropy") is not None:
-                ax.plot([ref["entropy"]], [ref["gen_ppl"]], marker="*", ms=10, color="black", ls="none",
-                        label="held-out text")
-        _log_y(ax)
-        ax.set_xlabel("Entropy (nats, ↑ more diverse)")
-        ax.set_ylabel("Gen. PPL (↓)")
-        fig.legend(*ax.get_legend_handles_labels(), loc="outside right upper", frameon=False, fontsize="small")
-        return save_figure(fig, out_stem)
+        return save_figure(build_frontier_figure(json_paths, reference_json), out_stem)

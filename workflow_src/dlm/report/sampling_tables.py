@@ -9,7 +9,8 @@ settings, steps, seed, network calls and wall-clock; `dlm.sample.sample_summary`
 * `semi_ar_table`   - MDLM semi-autoregressive generation beyond the block: gen PPL and seconds per sequence.
 * `self_correction_table` - GIDD: gen PPL and entropy before and after self-correction, by p_u.
 Every gen PPL is shown with its entropy (and spread over seeds when there are several): a low gen PPL
-at a low entropy is degenerate text, not quality.
+at a low entropy is degenerate text, not quality. The Note column flags it by the one rule of every gen-PPL
+table (`dlm.report.tables.low_entropy`: entropy below the held-out text's minus `evaluation.entropy_margin`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from dlm.report.tables import _sort, write_table
+from dlm.report.tables import ENTROPY_MARGIN, _sort, entropy_notes, entropy_rule, reference_entropy, write_table
 from dlm.utils import read_json
 
 KEYS = ["run", "algo", "sampler", "sampler_kind", "steps"]
@@ -28,7 +29,7 @@ KEYS = ["run", "algo", "sampler", "sampler_kind", "steps"]
 
 def sample_metrics(json_paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
     """One row per gen-PPL JSON: run, algo, sampler (variant), sampler_kind, steps, seed, condition,
-    self_correct, nucleus_p, p_uniform and the metrics (NaN where absent)."""
+    self_correct, nucleus_p, p_uniform, graph (SEDD's) and the metrics (NaN where absent)."""
     rows = []
     for p in json_paths:
         d = read_json(p)
@@ -43,6 +44,7 @@ def sample_metrics(json_paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
             "self_correct": bool(settings.get("self_correct", False)),
             "nucleus_p": d.get("nucleus_p") if d.get("nucleus_p") is not None else 1.0,
             "p_uniform": (d.get("algo_args") or {}).get("p_uniform", np.nan),
+            "graph": (d.get("algo_args") or {}).get("graph", "absorb" if d["algo"] == "sedd" else None),
             **{k: d.get(k, np.nan) if d.get(k) is not None else np.nan
                for k in ("gen_ppl", "entropy", "nfe", "seconds_per_sample", "tokens_per_s", "num_tokens",
                          "gen_ppl_before", "entropy_before", "sc_changes_mean", "sc_steps_mean", "length")}})
@@ -96,7 +98,15 @@ def _with_paper(agg: pd.DataFrame, formats: dict, labels: dict, paper_values, da
 _REF_NOTE = " The first row is real held-out text under the same judge."
 
 
-def distill_table(json_paths, out_stem, reference=None, paper_values=None, dataset=None) -> pd.DataFrame:
+def _noted(agg: pd.DataFrame, entropy_margin: float, columns: dict[str, str] | None = None) -> tuple[pd.DataFrame, str]:
+    """`agg` with the Note column of every gen-PPL table ("reference text", "low entropy": `entropy_notes`) and
+    the caption's sentence stating the rule."""
+    agg = agg.assign(note=entropy_notes(agg, entropy_margin, columns))
+    return agg, " Note: " + entropy_rule(reference_entropy(agg), entropy_margin) + "."
+
+
+def distill_table(json_paths, out_stem, reference=None, paper_values=None, dataset=None,
+                  entropy_margin: float = ENTROPY_MARGIN) -> pd.DataFrame:
     df = _plain(sample_metrics(json_paths))
     df = df[df["algo"].isin(["duo", "udlm", "dcd", "mdlm", "sdtt"])
             & df["sampler_kind"].isin(["duo_ancestral", "duo_greedy_tail", "mdlm_ancestral"])]
@@ -107,9 +117,10 @@ def distill_table(json_paths, out_stem, reference=None, paper_values=None, datas
     formats, labels = dict(_FORMATS), dict(_LABELS)
     agg = _with_paper(agg, formats, labels, paper_values, dataset, "gen_ppl", [("gen_ppl", "Gen. PPL"),
                                                                               ("entropy", "entropy")])
-    write_table(agg, out_stem, caption="Few-step generation (DUO Tables 6/7): gen.\\ PPL and entropy of the base "
-                "models and their distilled students (DCD for DUO, SDTT for MDLM) per number of steps."
-                + (_REF_NOTE if reference else ""),
+    agg, rule = _noted(agg, entropy_margin)
+    write_table(agg, out_stem, caption="Few-step generation (DUO Tables 6/7): gen.\\ PPL (mean $\\pm$ sd over "
+                "sampling seeds) and entropy of the base models and their distilled students (DCD for DUO, SDTT for "
+                "MDLM) per number of steps." + (_REF_NOTE if reference else "") + rule,
                 label="tab:distill", formats=formats, pm={"gen_ppl": "gen_ppl_std"}, labels=labels)
     return agg
 
@@ -151,13 +162,16 @@ def _with_mauve(df: pd.DataFrame, agg: pd.DataFrame, keys: list[str], mauve_json
 
 
 def remdm_table(json_paths, out_stem, mauve_jsons=None, reference=None, reference_mauve=None, paper_values=None,
-                dataset=None) -> pd.DataFrame:
+                dataset=None, entropy_margin: float = ENTROPY_MARGIN) -> pd.DataFrame:
     """ReMDM's OWT table: MAUVE (with `mauve_jsons`: mean ± sd over k-means seeds), gen PPL and entropy per T."""
     df = _plain(sample_metrics(json_paths))
-    df = df[(df["algo"] == "mdlm") & (df["sampler_kind"].str.startswith("remdm_")
-                                      | (df["sampler_kind"] == "mdlm_ancestral"))]
-    if df.empty:
+    mdlm = (df["algo"] == "mdlm") & (df["sampler_kind"].str.startswith("remdm_") | (df["sampler_kind"] == "mdlm_ancestral"))
+    # ReMDM Table 1's reference rows: SEDD (absorb) with its analytic sampler, AR (with nucleus: its AR† row)
+    ref_rows = ((df["algo"] == "sedd") & (df["graph"] == "absorb") & (df["sampler_kind"] == "sedd_analytic")) | (
+        (df["algo"] == "ar") & (df["sampler_kind"] == "ar"))
+    if not mdlm.any():
         raise ValueError("remdm_table: no MDLM ancestral or ReMDM samples")
+    df = df[mdlm | ref_rows]
     keys = KEYS + ["nucleus_p"]
     agg = _over_seeds(df, keys, ["gen_ppl", "entropy", "nfe"])
     pm = {"gen_ppl": "gen_ppl_std"}
@@ -168,28 +182,36 @@ def remdm_table(json_paths, out_stem, mauve_jsons=None, reference=None, referenc
     formats, labels = {**_FORMATS, "mauve": ".3f", "mauve_std": ".3f"}, {**_LABELS, "nucleus_p": "top-p", "mauve": "MAUVE"}
     agg = _with_paper(agg, formats, labels, paper_values, dataset, "remdm",
                       [("mauve", "MAUVE"), ("gen_ppl", "Gen. PPL"), ("entropy", "entropy")])
+    agg, rule = _noted(agg, entropy_margin)
     write_table(agg, out_stem, caption="ReMDM (Wang et al.\\ 2025): MDLM ancestral against the remasking strategies "
-                "(cap, rescale, conf, loop) and the forward-backward and DFM correctors, per number of steps"
-                + (": MAUVE (mean $\\pm$ sd over k-means seeds), gen.\\ PPL and entropy." if mauve_jsons else ".")
-                + (_REF_NOTE if reference else ""),
+                "(cap, rescale, conf, loop) and the forward-backward and DFM correctors, per number of steps, with "
+                "SEDD (absorb, analytic sampler) and AR as reference rows"
+                + (": MAUVE (mean $\\pm$ sd over k-means seeds), gen.\\ PPL (mean $\\pm$ sd over sampling seeds) "
+                   "and entropy." if mauve_jsons else ".")
+                + (_REF_NOTE if reference else "") + rule,
                 label="tab:remdm", formats=formats, pm=pm, labels=labels)
     return agg
 
 
-def speed_table(json_paths, out_stem, reference=None) -> pd.DataFrame:
+def speed_table(json_paths, out_stem, reference=None, paper_values=None, dataset=None,
+                entropy_margin: float = ENTROPY_MARGIN) -> pd.DataFrame:
     df = _plain(sample_metrics(json_paths))
     agg = _sort(_over_seeds(df, KEYS, ["seconds_per_sample", "nfe", "tokens_per_s", "gen_ppl", "entropy"]),
                 ["run", "sampler", "steps"])
     agg = with_reference(agg, reference)
-    write_table(agg.drop(columns=["gen_ppl_std", "n_seeds"]), out_stem,
+    agg, rule = _noted(agg, entropy_margin)
+    formats, labels = dict(_FORMATS), dict(_LABELS)
+    agg = _with_paper(agg.drop(columns=["gen_ppl_std", "n_seeds"]), formats, labels, paper_values, dataset,
+                      "sampler_speed", [("seconds_per_sample", "s / sample")])
+    write_table(agg, out_stem,
                 caption="Sampling cost (MDLM README): wall-clock seconds and network calls (NFE) per sample and "
-                "tokens per second, with the quality each setting buys." + (_REF_NOTE if reference else ""),
-                label="tab:sampler_speed",
-                formats=_FORMATS, labels=_LABELS)
+                "tokens per second (means over sampling seeds), with the quality each setting buys; the README's "
+                "seconds are one A5000's, so only their ratios compare." + (_REF_NOTE if reference else "") + rule,
+                label="tab:sampler_speed", formats=formats, labels=labels)
     return agg
 
 
-def semi_ar_table(json_paths, out_stem, reference=None) -> pd.DataFrame:
+def semi_ar_table(json_paths, out_stem, reference=None, entropy_margin: float = ENTROPY_MARGIN) -> pd.DataFrame:
     df = _plain(sample_metrics(json_paths))
     semi = df[df["sampler_kind"] == "mdlm_semi_ar"]
     if semi.empty:
@@ -199,14 +221,15 @@ def semi_ar_table(json_paths, out_stem, reference=None) -> pd.DataFrame:
     agg = _sort(_over_seeds(df, KEYS, ["length", "gen_ppl", "entropy", "seconds_per_sample", "nfe"]),
                 ["run", "sampler", "steps"])
     agg = with_reference(agg, reference)
+    agg, rule = _noted(agg, entropy_margin)
     write_table(agg, out_stem, caption="Semi-autoregressive generation beyond the training length (MDLM Sec. 4.3): "
-                "gen.\\ PPL and seconds per sequence, against one block of ancestral sampling."
-                + (_REF_NOTE if reference else ""),
+                "gen.\\ PPL (mean $\\pm$ sd over sampling seeds) and seconds per sequence, against one block of "
+                "ancestral sampling." + (_REF_NOTE if reference else "") + rule,
                 label="tab:semi_ar", formats=_FORMATS, pm={"gen_ppl": "gen_ppl_std"}, labels=_LABELS)
     return agg
 
 
-def self_correction_table(json_paths, out_stem, reference=None) -> pd.DataFrame:
+def self_correction_table(json_paths, out_stem, reference=None, entropy_margin: float = ENTROPY_MARGIN) -> pd.DataFrame:
     df = sample_metrics(json_paths)
     df = df[df["self_correct"] & df["gen_ppl_before"].notna()]
     if df.empty:
@@ -216,9 +239,12 @@ def self_correction_table(json_paths, out_stem, reference=None) -> pd.DataFrame:
     agg = _sort(agg, ["p_uniform", "run", "steps"])
     agg["delta_gen_ppl"] = agg["gen_ppl"] - agg["gen_ppl_before"]
     agg = with_reference(agg, reference)
+    agg, rule = _noted(agg, entropy_margin, {"entropy_before": "before", "entropy": "after"})
     write_table(agg.drop(columns=["gen_ppl_std"]), out_stem,
                 caption="GIDD self-correction (Rütte et al.\\ 2025, Sec. 5): gen.\\ PPL and entropy of the same samples "
-                "before and after correction, by uniform-noise share $p_u$." + (_REF_NOTE if reference else ""),
+                "before and after correction (means over sampling seeds), by uniform-noise share $p_u$; a lower gen.\\ "
+                "PPL after correction is a gain only where the entropy after is not low."
+                + (_REF_NOTE if reference else "") + rule,
                 label="tab:self_correction",
                 formats={**_FORMATS, "p_uniform": ".2f", "gen_ppl_before": ".1f", "entropy_before": ".2f",
                          "sc_changes_mean": ".1f", "sc_steps_mean": ".1f", "delta_gen_ppl": "+.1f"},
@@ -233,6 +259,6 @@ _FORMATS = {"steps": "d", "length": ".0f", "gen_ppl": ".1f", "gen_ppl_std": ".1f
             "seconds_per_sample": ".3f", "tokens_per_s": ".0f", "nucleus_p": ".2f"}
 _LABELS = {"length": "Tokens", "run": "Run", "algo": "Algo", "sampler": "Sampler", "sampler_kind": "Kind", "steps": "Steps",
            "gen_ppl": "Gen. PPL", "entropy": "Entropy", "nfe": "NFE", "n_seeds": "Seeds",
-           "seconds_per_sample": "s / sample", "tokens_per_s": "tokens / s"}
+           "seconds_per_sample": "s / sample", "tokens_per_s": "tokens / s", "note": "Note"}
 TABLES = {"distill": distill_table, "remdm": remdm_table, "sampler_speed": speed_table, "semi_ar": semi_ar_table,
           "self_correction": self_correction_table}

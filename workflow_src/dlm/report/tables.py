@@ -9,12 +9,20 @@ tables of the workflow.  Outputs are deterministic text and every file is writte
 * ``{stem}.tex`` -- a booktabs table from ``DataFrame.style ... .to_latex(hrules=True)``: column
   labels and text cells are LaTeX-escaped, best values are ``\\textbf{...}``, and the few unicode
   symbols used in labels/cells (``±``, ``↓``, ``↑``) become math-mode LaTeX.
+* ``{stem}.html`` -- the Markdown table's cells as an HTML table (bold as ``<strong>``) under the caption in
+  plain text: the report's page shows it (the CSV stays the download with full precision).
+
+Bold marks the best value of a column only where rows compete: among at least two eligible rows with a
+value (per group, where the table groups); a group of one is never bold. A table with bold cells must say in
+its caption what bold means (`write_table` refuses a caption without the word).
 """
 
 from __future__ import annotations
 
+import html
 import math
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -100,9 +108,11 @@ def format_value(v: Any, fmt: Format | None, na_rep: str = NA_MD) -> str:
 
 
 def best_mask(df: pd.DataFrame, best: Mapping[str, str] | None,
-              group_by: str | Sequence[str] | None = None, eligible: pd.Series | None = None) -> pd.DataFrame:
+              group_by: str | Sequence[str] | None = None, eligible: pd.Series | None = None,
+              min_rows: int = 2) -> pd.DataFrame:
     """Boolean frame: True where a cell holds the min/max of its `best` column (per group), among the rows
-    where `eligible` (bool per row; default all) is True."""
+    where `eligible` (bool per row; default all) is True, and only where at least `min_rows` such rows have a
+    value in that column (per group): a row that competes with nobody is not "best"."""
     mask = pd.DataFrame(False, index=df.index, columns=df.columns)
     for col, how in (best or {}).items():
         if col not in df.columns:
@@ -114,22 +124,27 @@ def best_mask(df: pd.DataFrame, best: Mapping[str, str] | None,
             values = values.where(eligible.to_numpy(dtype=bool))
         if group_by is None:
             target = pd.Series(getattr(values, how)(), index=df.index)
+            rivals = pd.Series(int(values.notna().sum()), index=df.index)
         else:
             keys = [group_by] if isinstance(group_by, str) else list(group_by)
-            target = values.groupby([df[k] for k in keys], dropna=False).transform(how)
-        mask[col] = values.notna() & (values == target)
+            grouped = values.groupby([df[k] for k in keys], dropna=False)
+            target, rivals = grouped.transform(how), grouped.transform("count")
+        mask[col] = values.notna() & (values == target) & (rivals >= min_rows)
     return mask
 
 
 def _display_frames(df: pd.DataFrame, formats: Mapping[str, Format], best_cells: pd.DataFrame,
-                    pm: Mapping[str, str], na_rep: str, bold: Callable[[str], str] | None):
-    shown = [c for c in df.columns if c not in set(pm.values())]
+                    pm: Mapping[str, str], na_rep: str, bold: Callable[[str], str] | None,
+                    hidden: Sequence[str] = (), text: Mapping[str, pd.Series] | None = None):
+    shown = [c for c in df.columns if c not in set(pm.values()) | set(hidden)]
+    text = text or {}
     out = pd.DataFrame(index=df.index, columns=shown, dtype=object)
     for c in shown:
         fmt = formats.get(c)
         cells = []
         for i in df.index:
-            s = format_value(df.at[i, c], fmt, na_rep)
+            given = text[c].get(i) if c in text else None
+            s = given if isinstance(given, str) else format_value(df.at[i, c], fmt, na_rep)
             if c in pm and not _is_missing(df.at[i, c]) and not _is_missing(df.at[i, pm[c]]):
                 s = f"{s} ± {format_value(df.at[i, pm[c]], fmt, na_rep)}"
             if bold is not None and bool(best_cells.at[i, c]):
@@ -152,17 +167,21 @@ def _tex_unicode(text: str) -> str:
 def write_table(df: pd.DataFrame, stem: str | os.PathLike, caption: str, label: str,
                 formats: Mapping[str, Format], best: Mapping[str, str] | None = None,
                 group_by: str | Sequence[str] | None = None, pm: Mapping[str, str] | None = None,
-                labels: Mapping[str, str] | None = None, eligible: pd.Series | None = None) -> dict[str, Path]:
-    """Write ``{stem}.csv``, ``{stem}.md`` and ``{stem}.tex`` atomically; return their paths.
+                labels: Mapping[str, str] | None = None, eligible: pd.Series | None = None,
+                hidden: Sequence[str] = (), text: Mapping[str, pd.Series] | None = None) -> dict[str, Path]:
+    """Write ``{stem}.csv``, ``{stem}.md``, ``{stem}.tex`` and ``{stem}.html`` atomically; return their paths.
 
     * `formats`: column -> format (spec like ``".2f"``, template ``"{:.2f}"`` or callable);
       unformatted numbers use ``"g"``; missing values are ``–`` (md) / ``--`` (tex).
     * `best`: column -> ``"min"`` | ``"max"``; that value is bold (per `group_by` group if given), only
-      among the rows where `eligible` (bool per row) is True.
+      among the rows where `eligible` (bool per row) is True, and only where two or more such rows compete
+      (`best_mask`). A table with a bold cell needs a caption that says what bold means (ValueError otherwise).
     * `pm`: mean column -> std column; displayed as ``mean ± std`` (std only if present), and the
       std column is not shown separately (it stays in the CSV).
-    * `labels`: column -> header shown in md/tex (the CSV keeps the DataFrame's column names).
-    * `caption` is raw LaTeX (not escaped) in the .tex and omitted from the .md.
+    * `labels`: column -> header shown in md/tex/html (the CSV keeps the DataFrame's column names).
+    * `hidden`: columns kept in the CSV only; `text`: column -> per-row display strings that replace the
+      formatted value where given (e.g. a distilled run's steps "800 + 2×120"; the CSV keeps the numbers).
+    * `caption` is raw LaTeX (not escaped) in the .tex, plain text above the .html table, omitted from the .md.
     """
     stem = Path(stem)
     pm = dict(pm or {})
@@ -172,13 +191,22 @@ def write_table(df: pd.DataFrame, stem: str | os.PathLike, caption: str, label: 
             if c not in df.columns:
                 raise KeyError(f"pm: unknown column {c!r}")
     df = df.reset_index(drop=True)
+    text = {c: pd.Series(v).reset_index(drop=True) for c, v in (text or {}).items()}
     mask = best_mask(df, best, group_by, None if eligible is None else eligible.reset_index(drop=True))
+    if mask.to_numpy().any() and "bold" not in caption.lower():
+        raise ValueError(f"{stem.name}: the table has bold cells but its caption does not say what bold means")
 
     # CSV: the data itself.
     write_text(stem.with_name(stem.name + ".csv"), df.to_csv(index=False, lineterminator="\n"))
 
+    # HTML: the Markdown table's cells, bold as <strong> (the report's view of the table).
+    plain = _display_frames(df, formats, mask, pm, NA_MD, bold=None, hidden=hidden, text=text)
+    write_text(stem.with_name(stem.name + ".html"),
+               html_table(plain, mask, [_numeric(df[c]) for c in plain.columns],
+                          [labels.get(c, c) for c in plain.columns], caption, stem.name))
+
     # Markdown.
-    md = _display_frames(df, formats, mask, pm, NA_MD, bold=lambda s: f"**{s}**")
+    md = _display_frames(df, formats, mask, pm, NA_MD, bold=lambda s: f"**{s}**", hidden=hidden, text=text)
     md = md.apply(lambda col: col.str.replace("|", r"\|", regex=False))
     align = ["right" if _numeric(df[c]) else "left" for c in md.columns]
     md.columns = [labels.get(c, c) for c in md.columns]
@@ -187,11 +215,10 @@ def write_table(df: pd.DataFrame, stem: str | os.PathLike, caption: str, label: 
     write_text(stem.with_name(stem.name + ".md"), md_text.rstrip("\n") + "\n")
 
     # LaTeX (booktabs).
-    tex_cells = _display_frames(df, formats, mask, pm, NA_TEX, bold=None)
+    tex_cells = _display_frames(df, formats, mask, pm, NA_TEX, bold=None, hidden=hidden, text=text)
     col_format = "".join("r" if _numeric(df[c]) else "l" for c in tex_cells.columns)
     tex_cells.columns = [labels.get(c, c) for c in tex_cells.columns]
-    bold_css = pd.DataFrame(np.where(mask[[c for c in df.columns if c not in set(pm.values())]]
-                                     .to_numpy(), "textbf:--rwrap;", ""),
+    bold_css = pd.DataFrame(np.where(mask[list(plain.columns)].to_numpy(), "textbf:--rwrap;", ""),
                             index=tex_cells.index, columns=tex_cells.columns)
     styler = (tex_cells.style
               .format(escape="latex")  # one .format call: a second one would reset this
@@ -201,7 +228,42 @@ def write_table(df: pd.DataFrame, stem: str | os.PathLike, caption: str, label: 
     tex = styler.to_latex(hrules=True, caption=caption, label=label, column_format=col_format,
                           position_float="centering")
     write_text(stem.with_name(stem.name + ".tex"), _tex_unicode(tex).rstrip("\n") + "\n")
-    return {ext: stem.with_name(f"{stem.name}.{ext}") for ext in ("csv", "md", "tex")}
+    return {ext: stem.with_name(f"{stem.name}.{ext}") for ext in ("csv", "md", "tex", "html")}
+
+
+_LATEX_TEXT = {r"$\pm$": "±", r"$\Delta$": "Δ", r"$\times$": "×", r"$\downarrow$": "↓", r"$\uparrow$": "↑",
+               "\\ ": " ", r"\_": "_", r"\%": "%", r"\&": "&", "$": ""}
+_HTML_STYLE = ("body{font-family:sans-serif;font-size:13px;margin:8px}"
+               "table{border-collapse:collapse}th,td{padding:2px 8px;border-bottom:1px solid #ddd}"
+               "th{border-bottom:2px solid #444;text-align:left}td.num{text-align:right;white-space:nowrap}"
+               "p.caption{max-width:60em}")
+
+
+def caption_text(caption: str) -> str:
+    """A table's LaTeX caption as plain text (the few LaTeX forms the captions use)."""
+    for k, v in _LATEX_TEXT.items():
+        caption = caption.replace(k, v)
+    return re.sub(r"\\[a-z]+\{([^}]*)\}", r"\1", caption)
+
+
+def html_table(cells: pd.DataFrame, bold: pd.DataFrame, numeric: Sequence[bool], headers: Sequence[str],
+               caption: str, title: str) -> str:
+    """A standalone, deterministic HTML page: the caption (plain text) and the table of display `cells`, the
+    cells where `bold` is True in ``<strong>``, numeric columns right-aligned."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    rows = []
+    for i in cells.index:
+        tds = []
+        for c, num in zip(cells.columns, numeric):
+            v = html.escape(str(cells.at[i, c]))
+            v = f"<strong>{v}</strong>" if bool(bold.at[i, c]) else v
+            tds.append(f'<td class="num">{v}</td>' if num else f"<td>{v}</td>")
+        rows.append("<tr>" + "".join(tds) + "</tr>")
+    return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>" + html.escape(title) + "</title>"
+            f"<style>{_HTML_STYLE}</style></head><body>\n"
+            f'<p class="caption">{html.escape(caption_text(caption))}</p>\n'
+            f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n" + "\n".join(rows) + "\n</tbody></table>\n"
+            "</body></html>\n")
 
 
 # --------------------------------------------------------------------------------------------
@@ -285,18 +347,54 @@ def _with_paper(df: pd.DataFrame, formats: dict, labels: dict, paper_values, dat
     return out
 
 
+def distilled_steps(df: pd.DataFrame, distilled: Mapping[str, Mapping[str, Any]] | None
+                    ) -> tuple[pd.DataFrame, dict[str, pd.Series]]:
+    """A distilled run's steps as they happened: its teacher's training steps plus rounds x steps per round.
+
+    `distilled`: run -> {"from": teacher run, "rounds": N} (the config's `runs.NAME.distill`). The val-PPL JSON
+    of a distilled run records the steps of its last round only; the frame gets ``base_steps`` (the teacher's
+    ``train_steps``, from the teacher's row) and ``distill_rounds`` (CSV only) and the display text
+    "800 + 2×120" for the Steps column. Unchanged when no row is a distilled run."""
+    distilled = {r: spec for r, spec in (distilled or {}).items() if r in set(df["run"])}
+    if not distilled:
+        return df, {}
+    steps = dict(zip(df["run"], pd.to_numeric(df["train_steps"], errors="coerce")))
+    df = df.assign(base_steps=[steps.get(distilled[r]["from"], np.nan) if r in distilled else np.nan
+                               for r in df["run"]],
+                   distill_rounds=[float(distilled[r]["rounds"]) if r in distilled else np.nan for r in df["run"]])
+    shown = pd.Series([None] * len(df), index=df.index, dtype=object)
+    for i, r in df["run"].items():
+        if r in distilled and not _is_missing(df.at[i, "train_steps"]):
+            base = df.at[i, "base_steps"]
+            head = "?" if _is_missing(base) else f"{int(base):,}"
+            shown[i] = f"{head} + {int(df.at[i, 'distill_rounds'])}×{int(df.at[i, 'train_steps']):,}"
+    return df, {"train_steps": shown}
+
+
+_VAL_STEPS = ("Steps: optimiser steps trained (a distilled run: its teacher's steps + rounds × steps per round). ")
+
+
+def _val_bold(judge: str | None) -> str:
+    return ("Bold: the lowest NLL / PPL among the compared runs" + (
+        f"; {judge}, the judge (the evaluator of gen.\\ PPL, not a compared method), is shown for reference and "
+        "never bold." if judge else "."))
+
+
 def val_ppl_table(json_paths: Sequence[str | os.PathLike], out_stem: str | os.PathLike,
-                  paper_values: str | os.PathLike | None = None, dataset: str | None = None) -> pd.DataFrame:
+                  paper_values: str | os.PathLike | None = None, dataset: str | None = None,
+                  judge: str | None = None, distilled: Mapping[str, Mapping[str, Any]] | None = None) -> pd.DataFrame:
     """Validation perplexity table, one row per val-PPL JSON.
 
     Reads from each JSON: required ``run`` (str), ``algo`` (str; ``"unigram"`` for the unigram
     baseline), ``val_nll`` (nats/token), ``val_ppl``; optional ``params`` (parameter count),
     ``train_steps`` (optimizer steps trained), ``num_tokens`` (evaluated tokens) -- NaN when absent.
     Rows are sorted by algorithm (unigram, ar, sedd, mdlm, udlm, duo, then others) and run; the
-    lowest NLL / PPL is bold.  Diffusion rows are upper bounds (from the ELBO), as in the papers.
+    lowest NLL / PPL is bold among the runs compared (not the `judge` run, the gen-PPL evaluator).
+    Distilled runs (`distilled`: run -> {from, rounds}) show their steps as "teacher + rounds×per round"
+    (`distilled_steps`). Diffusion rows are upper bounds (from the ELBO), as in the papers.
     With `paper_values` and a `dataset` it lists (a paper config's corpus), the paper's value, our deviation
     and a tolerance flag follow each row the paper reports (`dlm.report.paper_values`).
-    Writes ``{out_stem}.csv/.md/.tex`` and returns the DataFrame.
+    Writes ``{out_stem}.csv/.md/.tex/.html`` and returns the DataFrame.
     """
     if not json_paths:
         raise ValueError("val_ppl_table: no metric JSONs given")
@@ -305,25 +403,31 @@ def val_ppl_table(json_paths: Sequence[str | os.PathLike], out_stem: str | os.Pa
                "val_ppl": ".2f", "val_ppl_se": ".2f", "num_tokens": ",d"}
     labels = {"run": "Run", "algo": "Algo", "params": "Params", "train_steps": "Steps",
               "val_nll": "Val. NLL ↓", "val_ppl": "Val. PPL ↓", "num_tokens": "Tokens"}
+    hidden = ("base_steps", "distill_rounds")
     if not has_seed_lists(df):
         df = _sort(df.drop(columns="group"), ["run"])
+        df, text = distilled_steps(df, distilled)
         df = _with_paper(df, formats, labels, paper_values, dataset, "val_ppl", "val_ppl", "Val. PPL")
         write_table(df, out_stem, caption="Validation perplexity (diffusion models: upper bound; $\\pm$ the "
-                    "Monte-Carlo standard error of the bound).", label="tab:val_ppl", formats=formats,
+                    "Monte-Carlo standard error of the bound; AR: exact). " + _VAL_STEPS + _val_bold(judge),
+                    label="tab:val_ppl", formats=formats,
                     best={"val_nll": "min", "val_ppl": "min"}, pm={"val_nll": "val_nll_se", "val_ppl": "val_ppl_se"},
-                    labels=labels)
+                    labels=labels, eligible=df["run"] != judge, hidden=hidden, text=text)
         return df
     # training-seed lists: mean over seeds +- their spread; the bound's Monte-Carlo s.e. in its own column
     df = over_train_seeds(df, ["val_nll", "val_ppl"], {"val_ppl": "val_ppl_se", "val_nll": "val_nll_se"})
     df = _sort(df[["run", "algo", "params", "train_steps", "n_seeds", "val_nll", "val_nll_sd", "val_ppl",
                    "val_ppl_sd", "val_ppl_se", "num_tokens", "seed_runs"]], ["run"])
+    df, text = distilled_steps(df, distilled)
     formats.update({"n_seeds": "d", "val_nll_sd": ".4f", "val_ppl_sd": ".2f"})
     df = _with_paper(df, formats, labels, paper_values, dataset, "val_ppl", "val_ppl", "Val. PPL")
     write_table(df, out_stem, caption="Validation perplexity (diffusion models: upper bound), mean $\\pm$ sd over "
-                "training seeds (Seeds; one seed: no spread); MC s.e.: the Monte-Carlo standard error of the mean bound.",
+                "training seeds (Seeds; one seed: no spread); MC s.e.: the Monte-Carlo standard error of the mean bound. "
+                + _VAL_STEPS + _val_bold(judge),
                 label="tab:val_ppl", formats=formats,
                 best={"val_nll": "min", "val_ppl": "min"}, pm={"val_nll": "val_nll_sd", "val_ppl": "val_ppl_sd"},
-                labels={**labels, "n_seeds": "Seeds", "val_ppl_se": "MC s.e.", "seed_runs": "Runs"})
+                labels={**labels, "n_seeds": "Seeds", "val_ppl_se": "MC s.e.", "seed_runs": "Runs"},
+                eligible=df["run"] != judge, hidden=hidden, text=text)
     return df
 
 
@@ -408,7 +512,8 @@ def curriculum_table(json_paths: Sequence[str | os.PathLike], out_stem: str | os
     write_table(df, out_stem, caption="DUO curriculum ablation: validation perplexity (upper bound $\\pm$ "
                 "standard error) of uniform-state models trained without the curriculum, with DUO's curriculum "
                 "and with DUO++'s efficient curriculum; $\\Delta$ NLL: the paired difference of the bound to UDLM "
-                "over the same seeded Monte-Carlo passes (nats/token, $\\pm$ its standard error).", label="tab:duo_curriculum",
+                "over the same seeded Monte-Carlo passes (nats/token, $\\pm$ its standard error). Bold: the lowest validation "
+                "PPL of the variants.", label="tab:duo_curriculum",
                 formats=formats, best={"val_ppl": "min"}, pm={"val_ppl": "val_ppl_se", "delta_nll": "delta_nll_se"},
                 labels=labels)
     return df
@@ -430,7 +535,8 @@ def _curriculum_over_seeds(df: pd.DataFrame, order: Mapping[str, int], base: Map
     write_table(df, out_stem, caption="DUO curriculum ablation over training seeds: validation perplexity (upper "
                 "bound), mean $\\pm$ sd over the seeds (Seeds), MC s.e. the Monte-Carlo standard error of the mean; "
                 "$\\Delta$ NLL: the paired difference of each run's bound to the first UDLM run (nats/token), mean $\\pm$ "
-                "sd over seeds. Differences smaller than the seed spread are training noise.",
+                "sd over seeds. Differences smaller than the seed spread are training noise. Bold: the lowest mean "
+                "validation PPL of the variants.",
                 label="tab:duo_curriculum", formats=formats, best={"val_ppl": "min"},
                 pm={"val_ppl": "val_ppl_sd", "delta_nll": "delta_nll_sd"}, labels=labels)
     return df
@@ -486,20 +592,57 @@ REFERENCE_ALGO = "data"  # the held-out text row of gen-PPL tables (rule gen_ppl
 ENTROPY_MARGIN = 0.5  # config evaluation.entropy_margin's default
 
 
+def reference_entropy(df: pd.DataFrame) -> float | None:
+    """The held-out reference text's mean unigram entropy (its rows: algo ``data``), or None without one."""
+    if "algo" not in df.columns or "entropy" not in df.columns:
+        return None
+    ref = pd.to_numeric(df.loc[df["algo"].astype(str) == REFERENCE_ALGO, "entropy"], errors="coerce").dropna()
+    return None if ref.empty else float(ref.mean())
+
+
+def low_entropy(entropy: pd.Series, reference: float | None, entropy_margin: float = ENTROPY_MARGIN) -> pd.Series:
+    """The one low-entropy rule of every gen-PPL table (`evaluation.entropy_margin`): True where the samples'
+    mean unigram entropy is below the held-out reference text's minus `entropy_margin` nats. Degenerate samples
+    (repeated commas, a collapsed self-correction) score a low gen PPL: the DUO paper's caution. No reference:
+    nothing is flagged."""
+    values = pd.to_numeric(entropy, errors="coerce")
+    if reference is None:
+        return pd.Series(False, index=values.index)
+    return values < float(reference) - float(entropy_margin)
+
+
+def entropy_rule(reference: float | None, entropy_margin: float = ENTROPY_MARGIN) -> str:
+    """The low-entropy rule as the captions state it."""
+    if reference is None:
+        return "no held-out reference row, so no row is flagged for low entropy"
+    return (f'"low entropy": the samples\' entropy is below the held-out text\'s ({reference:.2f}) minus '
+            f"{entropy_margin:g} nats (degenerate text scores a low gen.\\ PPL)")
+
+
+def entropy_notes(df: pd.DataFrame, entropy_margin: float = ENTROPY_MARGIN,
+                  columns: Mapping[str, str] | None = None) -> pd.Series:
+    """A note per row of a gen-PPL table: "reference text" on the held-out text's row and "low entropy" (with
+    the label of `columns`: entropy column -> label, default {"entropy": ""}) where `low_entropy` holds."""
+    columns = dict(columns or {"entropy": ""})
+    is_ref = df["algo"].astype(str) == REFERENCE_ALGO
+    ref = reference_entropy(df)
+    note = pd.Series("", index=df.index, dtype=object)
+    note[is_ref] = "reference text"
+    for col, label in columns.items():
+        if col in df.columns:
+            low = low_entropy(df[col], ref, entropy_margin) & ~is_ref
+            note[low] = (note[low] + "; low entropy" + (f" {label}" if label else "")).str.lstrip("; ")
+    return note
+
+
 def honest_best(df: pd.DataFrame, entropy_margin: float = ENTROPY_MARGIN) -> tuple[pd.Series, pd.Series]:
     """(eligible, flag) per row of a gen-PPL frame with ``algo``, ``entropy`` (and optionally ``condition``): a
     row may be marked best only if it is a model's (not the reference text's), unconditional (a prompt's real
-    tokens lower the gen PPL: noted "prefix/suffix/infill prompt"), and its entropy is at least the reference
-    text's minus `entropy_margin` (nats); rows below are flagged "low entropy" (degenerate samples score a low
-    gen PPL: the DUO paper's caution). Without a reference row (or entropies) no row is flagged for entropy."""
+    tokens lower the gen PPL: noted "prefix/suffix/infill prompt"), and not `low_entropy` (noted "low
+    entropy"). Without a reference row (or entropies) no row is flagged for entropy."""
     is_ref = df["algo"].astype(str) == REFERENCE_ALGO
-    ref = pd.to_numeric(df.loc[is_ref, "entropy"], errors="coerce").dropna()
-    entropy = pd.to_numeric(df["entropy"], errors="coerce")
-    if ref.empty:
-        low = pd.Series(False, index=df.index)
-    else:
-        low = entropy < float(ref.mean()) - float(entropy_margin)
-    cond = df["condition"].fillna("none").astype(str) if "condition" in df.columns else pd.Series("none", index=df.index)
+    low = low_entropy(df["entropy"], reference_entropy(df), entropy_margin)
+    cond = df["condition"].astype(object).fillna("none").astype(str) if "condition" in df.columns else pd.Series("none", index=df.index)
     prompted = ~cond.isin(["none", ""]) & ~is_ref
     flag = pd.Series("", index=df.index, dtype=object)
     flag[is_ref] = "reference text"
@@ -521,7 +664,7 @@ def gen_ppl_table(json_paths: Sequence[str | os.PathLike], out_stem: str | os.Pa
     means of ``entropy``, ``nfe``, ``seconds_per_sample``, and ``note``.  The held-out reference text
     (algo ``data``, from the `gen_ppl_reference` rule) is the first row. The lowest Gen. PPL per number of
     steps is bold among the rows whose entropy is within `entropy_margin` nats of the reference text's
-    (`honest_best`); the others are noted "low entropy".  Writes ``{out_stem}.csv/.md/.tex`` plus the per-seed rows to
+    (`honest_best`; the others are noted "low entropy"), where two or more such rows compete.  Writes ``{out_stem}.csv/.md/.tex`` plus the per-seed rows to
     ``{out_stem}_seeds.csv`` (input for `dlm.report.figures.gen_ppl_figure`); returns the table.
     """
     if not json_paths:
@@ -537,10 +680,10 @@ def gen_ppl_table(json_paths: Sequence[str | os.PathLike], out_stem: str | os.Pa
     df = _sort(df, ["run", "sampler", "steps"])
     eligible, df["note"] = honest_best(df, entropy_margin)
     df = df.drop(columns="condition")
-    ref = pd.to_numeric(df.loc[df["algo"] == REFERENCE_ALGO, "entropy"], errors="coerce").dropna()
-    rule = (f"bold: the lowest gen PPL per number of steps among samples whose entropy is at least the held-out "
-            f"text's ({float(ref.mean()):.2f}) minus {entropy_margin:g} nats" if not ref.empty else
-            "bold: the lowest gen PPL per number of steps (no held-out reference row)")
+    ref = reference_entropy(df)
+    rule = ("Bold: the lowest gen.\\ PPL among the rows with the same number of steps, where at least two model "
+            "rows without a prompt and without low entropy compete (a step count with one such row has no bold); "
+            + entropy_rule(ref, entropy_margin))
     formats = {"steps": "d", "gen_ppl": ".2f", "gen_ppl_std": ".2f", "n_seeds": "d",
                "entropy": ".2f", "nfe": ".0f", "seconds_per_sample": ".3f"}
     labels = {"run": "Run", "algo": "Algo", "sampler": "Sampler", "steps": "Steps",
@@ -548,8 +691,8 @@ def gen_ppl_table(json_paths: Sequence[str | os.PathLike], out_stem: str | os.Pa
               "nfe": "NFE", "seconds_per_sample": "s / sample", "note": "Note"}
     df = _with_paper(df, formats, labels, paper_values, dataset, "gen_ppl", "gen_ppl", "Gen. PPL")
     df = _with_paper(df, formats, labels, paper_values, dataset, "gen_ppl", "entropy", "entropy")
-    write_table(df, out_stem, caption="Generative perplexity (mean $\\pm$ std over seeds) and "
-                f"unigram entropy of samples; {rule}.", label="tab:gen_ppl", formats=formats,
+    write_table(df, out_stem, caption="Generative perplexity (mean $\\pm$ sd over sampling seeds; no $\\pm$: one "
+                f"seed) and unigram entropy of samples. {rule}.", label="tab:gen_ppl", formats=formats,
                 best={"gen_ppl": "min"}, group_by="steps", pm={"gen_ppl": "gen_ppl_std"}, eligible=eligible,
                 labels=labels)
     return df

@@ -1,6 +1,6 @@
 """The zero-shot perplexity table, laid out like MDLM Table 3 / DUO Table 2: one row per run, one column
-per corpus, each cell the perplexity bound with its Monte-Carlo standard error (diffusion rows are upper
-bounds). The first corpus column is the run's own held-out split (its val-PPL JSON), so the table also
+per corpus, each cell the perplexity bound ± its Monte-Carlo standard error (diffusion rows are upper
+bounds); a run trained with several seeds shows the mean ± the sd over its seeds instead. The first corpus column is the run's own held-out split (its val-PPL JSON), so the table also
 shows the in-domain / out-of-domain gap. With a paper-values file (config/paper_values.yaml,
 `dlm.report.paper_values`) whose entries are for this dataset (the training corpus's name, e.g. owt), the
 paper's row of each of our runs follows ours (DUO Table 2 / MDLM Table 3; the corpora are matched by name:
@@ -91,11 +91,12 @@ def paper_rows(df: pd.DataFrame, corpora: Sequence[str], path: str | os.PathLike
     if path is None or dataset is None:
         return pd.DataFrame()
     entries, _ = paper_values.load(path)
+    aliases = paper_values.same_model(path)
     entries = entries[(entries["dataset"] == dataset) & (entries["table"] == table)
                       & (entries["metric"] == metric) & entries["corpus"].isin(list(corpora))]
     rows = []
     for _, ours in df.iterrows():
-        mine = entries[entries["run"] == ours["run"]]
+        mine = entries[entries["run"] == aliases.get(ours["run"], ours["run"])]
         if not mine.empty:
             rows.append({"source": "; ".join(dict.fromkeys(mine["source"])), "run": ours["run"], "algo": ours["algo"],
                          **{c: float(v) for c, v in zip(mine["corpus"], mine["value"])}})
@@ -136,16 +137,23 @@ def zero_shot_table(zero_shot_jsons: Sequence[str | os.PathLike], val_jsons: Seq
     ok = in_domain_lowest(df, in_domain, corpora)
     for run in df.loc[~ok, "run"]:
         log.warning("run %s: its held-out %s PPL is not below every out-of-domain PPL", run, in_domain)
-    caption = ("Zero-shot perplexity ($\\pm$ the Monte-Carlo standard error of the bound; diffusion models: "
-               f"upper bounds). {in_domain}: the training corpus's held-out split.")
     paper = paper_rows(df, corpora, paper_values_path, dataset)
     seeds = "n_seeds" in df.columns
-    spread = {c: f"{c}_sd" if seeds else f"{c}_se" for c in corpora}  # ± the seed spread, else the MC s.e.
+    if seeds:  # ± per row: the spread over training seeds where there are several, else the bound's MC s.e.
+        for c in corpora:
+            df[f"{c}_pm"] = df[f"{c}_sd"].where(df["n_seeds"] > 1, df[f"{c}_se"])
+        caption = ("Zero-shot perplexity (diffusion models: upper bounds). Runs trained with several seeds (Seeds "
+                   "$>$ 1): the mean over seeds $\\pm$ their sd; runs with one seed: $\\pm$ the Monte-Carlo standard "
+                   "error of the bound (AR: exact, s.e.\\ 0). The CSV has both for every row (\\_sd, \\_se).")
+    else:
+        caption = ("Zero-shot perplexity (diffusion models: upper bounds; $\\pm$ the Monte-Carlo standard error of "
+                   "the bound; AR: exact, s.e.\\ 0).")
+    caption += (f" {in_domain}: the training corpus's held-out split. Bold: the lowest PPL of each corpus among "
+                "our runs.")
+    spread = {c: f"{c}_pm" if seeds else f"{c}_se" for c in corpora}
     columns = ["source", "run", "algo", *(["n_seeds"] if seeds else []),
-               *[c for name in corpora for c in (name, spread[name])]]
-    if seeds:
-        caption += (" Runs trained with several seeds (Seeds): the mean over seeds $\\pm$ their sd (one seed: no "
-                    "spread); each run's Monte-Carlo standard errors are in its results/eval/RUN/zero\\_shot.json.")
+               *[c for name in corpora for c in (name, spread[name])],
+               *[c for name in corpora for c in ((f"{name}_se", f"{name}_sd") if seeds else ())]]
     if not paper.empty:
         df["tolerance"] = tolerance_flags(df, corpora, paper_values_path, dataset)
         df = pd.concat([df, paper], ignore_index=True)
@@ -154,8 +162,10 @@ def zero_shot_table(zero_shot_jsons: Sequence[str | os.PathLike], val_jsons: Seq
                     "value lies outside the paper-values file's tolerance of the paper's.")
     df = df[columns]
     write_table(df, out_stem, caption=caption, label="tab:zero_shot",
-                formats={**{c: ".2f" for name in corpora for c in (name, f"{name}_se", f"{name}_sd")}, "n_seeds": "d"},
+                formats={**{c: ".2f" for name in corpora for c in (name, f"{name}_se", f"{name}_sd", f"{name}_pm")},
+                         "n_seeds": "d"},
                 best={c: "min" for c in corpora}, pm=spread,
+                hidden=[c for name in corpora for c in ((f"{name}_se", f"{name}_sd") if seeds else ())],
                 labels={"source": "Source", "run": "Run", "algo": "Algo", in_domain: f"{in_domain} (held-out)",
                         "tolerance": "Tolerance", "n_seeds": "Seeds"},
                 eligible=df["source"] == "ours")

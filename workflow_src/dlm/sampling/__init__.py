@@ -14,7 +14,8 @@ import importlib
 
 import torch
 
-from dlm.config import COMMON_SETTINGS, SAMPLER_CATALOG, sampler_settings
+from dlm.config import COMMON_SETTINGS, SAMPLER_CATALOG, check_applies, sampler_settings
+from dlm.sampling_rules import check_sample_args
 from dlm.sampling.common import Conditioning, conditioning_or_none
 
 # name -> (module, function, fixed keyword arguments)
@@ -46,9 +47,7 @@ def get_sampler(name: str, algo: str):
     """(function, fixed kwargs) of sampler `name`, checked to apply to objective `algo`."""
     if name not in _FUNCTIONS:
         raise ValueError(f"unknown sampler {name!r}; expected one of {SAMPLERS}")
-    algos = SAMPLER_CATALOG[name]["algos"]
-    if algo not in algos:
-        raise ValueError(f"sampler {name!r} applies to {list(algos)}, not to a {algo!r} model")
+    check_applies(name, algo)
     mod, fn, kwargs = _FUNCTIONS[name]
     return getattr(importlib.import_module(f"dlm.sampling.{mod}"), fn), dict(kwargs)
 
@@ -65,19 +64,33 @@ def resolve_settings(sampler: str, settings: dict | None = None) -> dict:
 
 @torch.no_grad()
 def run_sampler(module, sampler: str, n: int, steps: int, generator: torch.Generator,
-                cond: Conditioning | None = None, settings: dict | None = None) -> dict:
+                cond: Conditioning | None = None, settings: dict | None = None, labels: torch.Tensor | None = None,
+                guidance: float = 1.0) -> dict:
     """Draw n sequences with `sampler` (and its `settings`) from `module`; all randomness from `generator`.
+    `labels` (n,) class ids of a class-conditional model (`num_classes` = no class) with the classifier-free
+    guidance weight `guidance` (`Method.class_conditioned`); None samples without classes.
 
     Returns {"tokens": (n, L) long, "nfe": network calls for the batch, ...sampler statistics}; with
     `self_correct` also "tokens_before" (the sampler's output) and the self-correction statistics.
     """
-    if steps < 1:
-        raise ValueError(f"sampling steps must be >= 1, got {steps}")
+    check_sample_args(num_samples=n, steps=steps)
     fn, fixed = get_sampler(sampler, module.algo)
     s = resolve_settings(sampler, settings)
+    check_applies(sampler, module.algo, s)
     L = module.hparams.block_length
     cond = conditioning_or_none(cond, n, L, module.device)
     own = {k: v for k, v in s.items() if k not in COMMON_SETTINGS}
+    if labels is not None:
+        if tuple(labels.shape) != (n,):
+            raise ValueError(f"class labels have shape {tuple(labels.shape)}, expected ({n},)")
+        with module.class_conditioned(labels.to(module.device), guidance):
+            return _run(module, fn, fixed, own, s, n, steps, generator, cond)
+    return _run(module, fn, fixed, own, s, n, steps, generator, cond)
+
+
+def _run(module, fn, fixed: dict, own: dict, s: dict, n: int, steps: int, generator: torch.Generator,
+         cond: Conditioning) -> dict:
+    """The sampler, then GIDD self-correction when the settings ask for it."""
     out = fn(module, n=n, steps=steps, generator=generator, cond=cond, nucleus_p=float(s["nucleus_p"]),
              nucleus_rule=s["nucleus_rule"], **fixed, **own)
     if s["self_correct"]:

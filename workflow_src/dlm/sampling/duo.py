@@ -57,9 +57,13 @@ def posterior_weights(x_z: torch.Tensor, a_t: torch.Tensor, a_s: torch.Tensor, v
 def uniform_step(x: DenoiserOutput, z: torch.Tensor, a_t: torch.Tensor, a_s: torch.Tensor, vocab_size: int,
                  generator: torch.Generator | None, kappa: float = 1.0) -> torch.Tensor:
     """z_s (n, L) from z_t: one posterior (kappa = 1) or Ψ step, drawn as a mixture (`draw_mixture`)."""
-    w = posterior_weights(x.at(z), a_t.to(z.device), a_s.to(z.device), vocab_size, kappa)
-    w_x, w_u, w_z = w
-    return draw_mixture(x, z, w_x, w_u, [(w_z, z)], vocab_size, generator)
+    a_t, a_s = a_t.to(z.device), a_s.to(z.device)
+
+    def weights(x_z: torch.Tensor):
+        w_x, w_u, w_z = posterior_weights(x_z, a_t, a_s, vocab_size, kappa)
+        return w_x, w_u, [(w_z, z)]
+
+    return draw_mixture(x, z, weights, vocab_size, generator)
 
 
 def final_step(x: DenoiserOutput, z: torch.Tensor, a_t: torch.Tensor, vocab_size: int, final: str,

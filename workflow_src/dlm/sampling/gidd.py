@@ -68,9 +68,13 @@ def gidd_step(x: DenoiserOutput, z: torch.Tensor, schedule, t: torch.Tensor, s: 
     a_ts, m_ts, u_ts = (v.to(z.device) for v in schedule.transition_shares(s, t))
     is_mask = z == mask_id  # (n, L)
     f_z = torch.where(is_mask, m_ts, u_ts).double()  # (n, L)
-    q_s_z = a_s * x.at(z) + torch.where(is_mask, m_s, u_s)  # (n, L)
-    return draw_mixture(x, z, f_z * a_s, f_z * (vocab_size - 1) * u_s,
-                        [(f_z * m_s, mask_id), (a_ts * q_s_z, z)], vocab_size, generator, exclude=mask_id)
+    base = torch.where(is_mask, m_s, u_s)  # (n, L)
+
+    def weights(x_z: torch.Tensor):
+        q_s_z = a_s * x_z + base  # (n, L)
+        return f_z * a_s, f_z * (vocab_size - 1) * u_s, [(f_z * m_s, mask_id), (a_ts * q_s_z, z)]
+
+    return draw_mixture(x, z, weights, vocab_size, generator, exclude=mask_id)
 
 
 def min_p_filter(probs: torch.Tensor, min_p: float) -> torch.Tensor:

@@ -1,6 +1,7 @@
-"""SEDD samplers for the absorbing graph (Lou, Meng & Ermon 2024, arXiv 2310.16834; brief gidd_sedd.md 3.6,
-mdlm_remdm.md 2.4): `sedd_analytic` (Tweedie tau-leaping) and `sedd_euler`, for SEDD models (concrete
-scores from `module.log_score`) and for MDLM/SUBS models (scores converted from x_theta).
+"""SEDD samplers (Lou, Meng & Ermon 2024, arXiv 2310.16834; brief gidd_sedd.md 3.6, mdlm_remdm.md 2.4):
+`sedd_analytic` (Tweedie tau-leaping) and `sedd_euler`, for SEDD models of either graph (concrete scores from
+`module.log_score`) and for MDLM/SUBS models (scores converted from x_theta). The uniform graph's steps are at
+the end of this module (`uniform_step_weights`); what follows is the absorbing graph.
 
 Scores at a masked position (the only positions that move: an unmasked token has no reverse rate under
 the absorbing graph, so it is carried over). With s_y ~ p_t(y)/p_t(m) for the clean tokens y != m and
@@ -118,6 +119,8 @@ def sample_sedd(module, n: int, steps: int, generator: torch.Generator, cond: Co
     Returns {"tokens": (n, L), "nfe"}."""
     if predictor not in PREDICTORS:
         raise ValueError(f"unknown SEDD predictor {predictor!r}; expected one of {PREDICTORS}")
+    if getattr(module, "graph", "absorb") == "uniform":
+        return sample_sedd_uniform(module, n, steps, generator, cond, nucleus_p, predictor)
     L, mask_id, device = module.hparams.block_length, module.mask_id, module.device
     z = cond.apply(torch.full((n, L), mask_id, dtype=torch.long, device=device))  # (n, L)
     ts = time_grid(steps, device="cpu")
@@ -138,3 +141,64 @@ def sample_sedd(module, n: int, steps: int, generator: torch.Generator, cond: Co
             score.log_S(z, ts[-1])
         z = z.masked_scatter(still, sample_categorical(score.pi(z, ts[-1], still), generator))
     return {"tokens": cond.apply(z), "nfe": score.nfe}
+
+
+# --- the uniform graph ----------------------------------------------------------------------------------------
+
+def uniform_step_weights(predictor: str, log_s: torch.Tensor, z: torch.Tensor, dsigma: torch.Tensor,
+                         rate_dt: torch.Tensor | None = None) -> torch.Tensor:
+    """Unnormalised float64 weights (n, L, K) of z_s given z_t = z on the uniform graph Q = (1/K) 1 1^T - I,
+    from log scores log_s (n, L, K) (0 at z), clipped at 0 (the original's Gumbel-max never draws a negative
+    weight).
+
+    analytic (Tweedie tau-leaping; the original's `staggered_score` times `transp_transition`), with
+    E = e^{dsigma} and S = sum_y s_y (s_z = 1 included):
+        w_y = (E s_y - (E - 1) S / K) * T_{y z},  T_{y z} = (1 - 1/E)/K for y != z,  1/E + (1 - 1/E)/K at z
+    (exact for one token with exact scores: E s_y - (E - 1) S / K = (e^{-dsigma Q} s)_y = p_s(y) / p_t(z));
+    euler (the reverse rate times dt): w_y = rate_dt s_y / K for y != z and 1 - sum of those at z, with
+    rate_dt = (t - s) sigma'(t)."""
+    K = log_s.shape[-1]
+    s = log_s.double().exp()  # (n, L, K)
+    if predictor == "euler":
+        w = s * (rate_dt.double() / K)  # (n, L, K)
+        w = w.scatter(-1, z[..., None], 0.0)
+        w = w.scatter(-1, z[..., None], 1.0 - w.sum(-1, keepdim=True))
+        return w.clamp_min(0.0)
+    if predictor != "analytic":
+        raise ValueError(f"unknown SEDD predictor {predictor!r}; expected one of {PREDICTORS}")
+    E = torch.exp(dsigma.double())
+    S = s.sum(-1, keepdim=True)  # (n, L, 1)
+    stag = E * s - (E - 1) * S / K  # (n, L, K) staggered score
+    move = (1 - 1 / E) / K
+    trans = torch.full_like(s, float(move)).scatter(-1, z[..., None], float(1 / E + move))
+    return (stag * trans).clamp_min(0.0)
+
+
+@torch.no_grad()
+def sample_sedd_uniform(module, n: int, steps: int, generator: torch.Generator, cond: Conditioning,
+                        nucleus_p: float = 1.0, predictor: str = "analytic") -> dict:
+    """SEDD sampling on the uniform graph (the original's `get_pc_sampler` with `Uniform`): from the uniform
+    prior over the K ids, one analytic or Euler step per grid interval of linspace(1, 1e-5, steps + 1) (every
+    position may move at every step: a network call per step), then the original's final denoising step
+    (the analytic step with dsigma = sigma(t_min)), sampled. Returns {"tokens": (n, L), "nfe"}."""
+    if nucleus_p < 1.0:
+        raise ValueError(f"nucleus_p {nucleus_p} with the SEDD uniform graph: its steps weight ids by scores, not by a "
+                         "distribution over clean tokens, so no nucleus is defined (use nucleus_p 1)")
+    L, K, device = module.hparams.block_length, module.hparams.vocab_size, module.device
+    z = cond.apply(torch.randint(0, K, (n, L), generator=generator, device=device))  # (n, L) the limit
+    ts = time_grid(steps, device="cpu")
+    sched = module.schedule
+    for i in range(steps + 1):
+        t = ts[i] if i < steps else ts[-1]
+        tt = torch.full((n,), float(t), device=device)
+        log_s = module.log_score(z, tt)  # (n, L, K)
+        if i < steps:
+            s_ = ts[i + 1]
+            dsigma = sched.sigma(t) - sched.sigma(s_)
+            rate_dt = (t - s_) * (-sched.dalpha(t) / sched.alpha(t))  # (t - s) sigma'(t)
+        else:  # final denoise: the whole remaining noise sigma(t_min)
+            dsigma, rate_dt = sched.sigma(t), None
+        w = uniform_step_weights(predictor if i < steps else "analytic", log_s, z, dsigma.to(device),
+                                 None if rate_dt is None else rate_dt.to(device))
+        z = cond.apply(sample_categorical(w, generator))
+    return {"tokens": z, "nfe": steps + 1}

@@ -1,0 +1,8 @@
+from dlm.evaluation.image_scores import write_reference
+from dlm.utils import read_json, setup_job
+
+setup_job(snakemake.log[0], snakemake.threads)
+i, p = snakemake.input, snakemake.params
+write_reference(i.data, p.features, snakemake.output.state, snakemake.output.json,
+                classifier_path=i.get("classifier"), classifier_report=read_json(i.report) if "report" in i.keys() else None,
+                inception_weights=p.inception_weights, batch_size=p.batch_size, seed=p.seed)
