@@ -20,6 +20,7 @@ include: "rules/sample.smk"
 include: "rules/evaluate.smk"
 include: "rules/zero_shot.smk"
 include: "rules/mauve.smk"
+include: "rules/downstream.smk"
 include: "rules/report.smk"
 include: "rules/images.smk"
 

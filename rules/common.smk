@@ -366,16 +366,21 @@ def integral_path():
 ZERO_SHOT = list(config["zero_shot"]["corpora"])
 
 
+def scored_runs(section, pool):
+    """Runs an evaluation section scores: config[section].runs, or (null) every run of `pool` except the judge."""
+    runs = config[section].get("runs")  # a key named `runs` gets no schema default (dlm.config.NOT_FILLED)
+    if runs is None:
+        return [r for r in pool if r != config["evaluation"]["judge"]]
+    unknown = [r for r in runs if r not in RUNS]
+    if unknown:
+        raise ValueError(f"key '{section}.runs': value {unknown} is invalid: expected runs of this config, one of {RUNS}")
+    return list(runs)
+
+
 def zero_shot_runs():
     """Runs scored on the zero-shot corpora: zero_shot.runs, or (null) every run except the judge whose context is
     the packed block length (`fits_blocks`)."""
-    runs = config["zero_shot"].get("runs")  # a key named `runs` gets no schema default (dlm.config.NOT_FILLED)
-    if runs is None:
-        return [r for r in SCORED if r != config["evaluation"]["judge"]]
-    unknown = [r for r in runs if r not in RUNS]
-    if unknown:
-        raise ValueError(f"key 'zero_shot.runs': value {unknown} is invalid: expected runs of this config, one of {RUNS}")
-    return list(runs)
+    return scored_runs("zero_shot", SCORED)
 
 
 def zero_shot_jsons():
@@ -390,6 +395,25 @@ def zero_shot_corpus_inputs(wildcards):
     paths = list(src.get("files") or []) + [src.get("path")] + [
         p for v in (files.values() if isinstance(files, dict) else [files]) for p in (v if isinstance(v, list) else [v])]
     return [p for p in paths if isinstance(p, str) and os.path.isfile(p)]
+
+
+# downstream accuracy through lm-eval-harness (rules/downstream.smk): the tasks the pipeline builds, in config order
+LOCAL_TASKS = [t for t in config["downstream"]["tasks"] if t in config["downstream"]["local"]]
+
+
+def downstream_runs():
+    """Runs scored on the downstream tasks: downstream.runs, or (null) every run except the judge (any context
+    length: a request longer than a run's own is handled by downstream.overlong)."""
+    return scored_runs("downstream", RUNS) if config["downstream"]["tasks"] else []
+
+
+def downstream_jsons():
+    return [f"results/eval/{r}/downstream.json" for r in downstream_runs()]
+
+
+def downstream_task_files():
+    """The YAML and JSONL of every local task (their rebuild reruns the downstream jobs)."""
+    return [f"results/downstream/tasks/{t}/{name}" for t in LOCAL_TASKS for name in (f"{t}.yaml", "test.jsonl")]
 
 
 # ---- report: figures, compute cost, paper and table targets (rules/report.smk) ----
@@ -445,6 +469,7 @@ def benchmark_files():
               for k in range(1, config["runs"][r]["distill"]["rounds"] + 1)]
     files += [f"benchmarks/eval/{r}/val_ppl.tsv" for r in SCORED]
     files += [p.replace("results/eval/", "benchmarks/eval/").replace(".json", ".tsv") for p in zero_shot_jsons()]
+    files += [p.replace("results/eval/", "benchmarks/eval/").replace(".json", ".tsv") for p in downstream_jsons()]
     jobs = sample_jobs()
     files += [f"benchmarks/sample/{r}/{s}_T{t}_s{seed}.tsv" for r, s, t, seed in jobs]
     files += [f"benchmarks/eval/{r}/gen_{s}_T{t}_s{seed}.tsv" for r, s, t, seed in jobs]
@@ -499,14 +524,14 @@ def report_targets():
 # each paper's tables and figures (a target rule per paper lists those this config produces)
 PAPERS = {
     "duo_paper": {"tables": ["val_ppl", "zero_shot", "duo_curriculum", "gen_ppl", "distill", "sampler_speed", "cost",
-                             "images"],
+                             "images", "downstream"],
                   "figures": ["gen_ppl_steps", "entropy_steps", "mauve_steps", "frontier", "training_curves",
                               "images_samples"]},
     "mdlm_paper": {"tables": ["val_ppl", "zero_shot", "gen_ppl", "semi_ar", "sampler_speed", "cost"],
                    "figures": ["gen_ppl_steps", "entropy_steps", "training_curves"]},
     "remdm_paper": {"tables": ["gen_ppl", "remdm", "sampler_speed"],
                     "figures": ["gen_ppl_steps", "entropy_steps", "mauve_steps", "frontier"]},
-    "gidd_paper": {"tables": ["val_ppl", "zero_shot", "gidd_pu", "gen_ppl", "self_correction"],
+    "gidd_paper": {"tables": ["val_ppl", "zero_shot", "gidd_pu", "gen_ppl", "self_correction", "downstream"],
                    "figures": ["gen_ppl_steps", "entropy_steps", "frontier", "training_curves"]},
 }
 
@@ -523,6 +548,8 @@ def all_targets():
     targets = ([integral_path()] if integral else []) + val_ppl_jsons() + table_files("val_ppl")
     if ZERO_SHOT and zero_shot_runs():
         targets += zero_shot_jsons() + table_files("zero_shot")
+    if downstream_runs():
+        targets += downstream_jsons() + table_files("downstream")
     if any(run_algo(r) == "duo" for r in SCORED):
         targets += table_files("duo_curriculum")
     if any(run_algo(r) == "gidd" for r in SCORED):

@@ -398,7 +398,43 @@ def test_smoke_run_end_to_end(smoke_work, tmp_path):
 
 
 METRICS = ("val_nll", "val_ppl", "val_ppl_se", "pass_nll", "num_tokens", "gen_ppl", "entropy", "gen_ppl_before",
-           "entropy_before", "sc_steps_mean", "sc_changes_mean", "mauve", "mauve_std", "mauve_per_seed")
+           "entropy_before", "sc_steps_mean", "sc_changes_mean", "mauve", "mauve_std", "mauve_per_seed", "tasks")
+
+
+@pytest.mark.e2e
+def test_downstream_accuracy_through_lm_eval_and_its_partial_reruns(smoke_work, tmp_path):
+    """The smoke run scored its downstream runs on the task it built from the held-out text, through lm-eval (offline);
+    the table has chance first; a deleted table, a changed draw count or a changed task rerun only what they touch."""
+    import yaml
+
+    work, res = smoke_work, smoke_work / "results"
+    cfg = yaml.safe_load(Path(SMOKE).read_text())["downstream"]
+    [task] = cfg["tasks"]
+    rows = [json.loads(x) for x in (res / "downstream" / "tasks" / task / "test.jsonl").read_text().splitlines()]
+    assert len(rows) == cfg["local"][task]["questions"]
+    assert yaml.safe_load((res / "downstream" / "tasks" / task / f"{task}.yaml").read_text())["task"] == task
+    table = pd.read_csv(res / "tables" / "downstream.csv")
+    assert table["run"].iloc[0] == "chance" and table[task].iloc[0] == 25.0
+    assert sorted(table["run"].iloc[1:]) == sorted(cfg["runs"])
+    for run in cfg["runs"]:
+        j = json.loads((res / "eval" / run / "downstream.json").read_text())
+        t = j["tasks"][task]
+        assert t["n"] == len(rows) and 0 <= t["acc"] <= 1 and t["chance"] == 0.25 and t["acc_stderr"] > 0
+        assert j["mc_draws"] == (1 if j["algo"] == "ar" else cfg["num_mc_samples"])
+        assert j["settings"]["lm_eval_version"] == "0.4.13" and j["settings"]["num_mc_samples"] == cfg["num_mc_samples"]
+        questions = [json.loads(x) for x in (res / "eval" / run / "downstream_questions.jsonl").read_text().splitlines()]
+        assert [q["target"] for q in questions] == [r["label"] for r in rows]
+        assert (work / "benchmarks" / "eval" / run / "downstream.tsv").exists()
+    (res / "tables" / "downstream.md").unlink()
+    out = smk(*SMOKE_PROFILE, "--configfile", SMOKE, "--directory", str(work), "table_downstream")
+    assert job_counts(out.stdout + out.stderr) == {"table_downstream": 1}
+    overlay = tmp_path / "draws.yaml"
+    overlay.write_text("downstream:\n  num_mc_samples: 8\n")
+    dry = smk("-n", *SMOKE_PROFILE, "--configfile", SMOKE, str(overlay), "--directory", str(work), "table_downstream")
+    assert job_counts(dry.stdout) == {"downstream_eval": len(cfg["runs"]), "table_downstream": 1}
+    overlay.write_text(f"downstream:\n  local:\n    {task}: {{questions: 10}}\n")
+    dry = smk("-n", *SMOKE_PROFILE, "--configfile", SMOKE, str(overlay), "--directory", str(work), "table_downstream")
+    assert job_counts(dry.stdout) == {"downstream_task": 1, "downstream_eval": len(cfg["runs"]), "table_downstream": 1}
 
 
 @pytest.mark.e2e

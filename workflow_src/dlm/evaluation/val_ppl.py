@@ -60,22 +60,26 @@ def check_data_fits(module, data: PackedDataset, ckpt: str) -> None:
 
 @torch.no_grad()
 def monte_carlo_bound(module, data: PackedDataset, batch_size: int, seed: int, passes: int = 1,
-                      max_batches: int | None = None, device: str = "cpu", desc: str = "ppl") -> dict:
+                      max_batches: int | None = None, device: str = "cpu", desc: str = "ppl",
+                      progress: bool = True) -> dict:
     """The token-mean bound (nats/token) of `module` on the blocks of `data`, the one code path of the
-    validation and zero-shot perplexities: `passes` Monte-Carlo passes over the first `max_batches`
-    batches (None: all) in order, the draws (t and forward noise) of batch i in pass p from a generator
-    seeded with (seed, p, i). Returns {"pass_nll" (passes,) array, "nll" (their mean), "se", "se_method"
-    (`bound_standard_error`), "num_tokens" (per pass), "seq_nll" (N,) each sequence's summed NLL averaged over
-    the passes, "seq_tokens" (N,) its counted tokens}; ValueError if there is no token to evaluate. The
-    per-sequence arrays are the units of the claims table's paired intervals (`dlm.report.claims`): every run
-    scored on the same data and seeds sees the same sequences and the same seeded draws."""
+    validation, zero-shot and downstream (dlm.evaluation.downstream) likelihoods: `passes` Monte-Carlo
+    passes over the first `max_batches` batches (None: all) in order, the draws (t and forward noise) of
+    batch i in pass p from a generator seeded with (seed, p, i). `data`: a PackedDataset, or any dataset of
+    {"input_ids", "attention_mask"} rows of one length. Returns {"pass_nll" (passes,) array, "nll" (their
+    mean), "se", "se_method" (`bound_standard_error`), "num_tokens" (per pass), "seq_nll" (N,) each
+    sequence's summed NLL averaged over the passes, "seq_tokens" (N,) its counted tokens}; ValueError if there
+    is no token to evaluate. The per-sequence arrays are the units of the claims table's paired intervals
+    (`dlm.report.claims`): every run scored on the same data and seeds sees the same sequences and the same
+    seeded draws. `progress`: a progress bar per pass (off for many small calls)."""
     if passes < 1:
         raise ValueError(f"passes must be >= 1, got {passes}")
     loader = DataLoader(data, batch_size=batch_size, shuffle=False)
     seq_nll, seq_tokens = [], []
     for p in range(passes):
         nll_p, tok_p = [], []
-        for i, batch in enumerate(tqdm(loader, desc=f"{desc} pass {p + 1}/{passes}", mininterval=5)):
+        for i, batch in enumerate(tqdm(loader, desc=f"{desc} pass {p + 1}/{passes}", mininterval=5,
+                                       disable=not progress)):
             if max_batches is not None and i >= max_batches:
                 break
             batch = {k: v.to(device) for k, v in batch.items()}
@@ -88,7 +92,8 @@ def monte_carlo_bound(module, data: PackedDataset, batch_size: int, seed: int, p
     seq_nll, seq_tokens = np.stack(seq_nll), np.stack(seq_tokens)  # (passes, N)
     tokens = int(seq_tokens[0].sum())
     if tokens == 0:
-        raise ValueError(f"{data.data_dir}: split {data.split!r} has no tokens to evaluate")
+        where = f"{data.data_dir}: split {data.split!r}" if hasattr(data, "data_dir") else desc
+        raise ValueError(f"{where} has no tokens to evaluate")
     pass_nll = seq_nll.sum(1) / seq_tokens.sum(1)  # (passes,)
     se, se_method = bound_standard_error(pass_nll, seq_nll, seq_tokens)
     return {"pass_nll": pass_nll, "nll": float(pass_nll.mean()), "se": se, "se_method": se_method,

@@ -23,6 +23,27 @@ from .tables import _algo_rank, has_seed_lists, over_train_seeds, write_table
 
 log = logging.getLogger(__name__)
 
+def read_column_jsons(paths: Sequence[str | os.PathLike], key: str, kind: str,
+                      setting: str) -> tuple[list[tuple[str | os.PathLike, dict]], list[str]]:
+    """([(path, metric JSON)], names): JSONs with ``run``, ``algo`` and a dict `key` of one entry per table
+    column (zero-shot corpora, downstream tasks), which must name the same columns in the same order; errors
+    name the file, the `kind` of JSON expected and the config `setting` to rerun them with."""
+    objs, names = [], None
+    for p in paths:
+        obj = read_json(p)
+        for k in ("run", "algo", key):
+            if k not in obj:
+                raise ValueError(f"{p}: required key {k!r} is missing; expected a {kind} metric JSON")
+        mine = list(obj[key])
+        if names is None:
+            names = mine
+        elif mine != names:
+            raise ValueError(f"{p}: {key} {mine} differ from the other {kind} JSONs' {names}; rerun them with the "
+                             f"same {setting}")
+        objs.append((p, obj))
+    return objs, names or []
+
+
 def zero_shot_frame(zero_shot_jsons: Sequence[str | os.PathLike], val_jsons: Sequence[str | os.PathLike],
                     in_domain: str) -> tuple[pd.DataFrame, list[str]]:
     """(frame, corpus columns): per run ``run``, ``algo``, then per corpus ``{name}`` (PPL) and ``{name}_se``;
@@ -33,18 +54,9 @@ def zero_shot_frame(zero_shot_jsons: Sequence[str | os.PathLike], val_jsons: Seq
     for p in val_jsons:
         obj = read_json(p)
         val[obj["run"]] = obj
-    rows, corpora = [], None
-    for p in zero_shot_jsons:
-        obj = read_json(p)
-        for key in ("run", "algo", "corpora"):
-            if key not in obj:
-                raise ValueError(f"{p}: required key {key!r} is missing; expected a zero-shot metric JSON")
-        names = list(obj["corpora"])
-        if corpora is None:
-            corpora = names
-        elif names != corpora:
-            raise ValueError(f"{p}: corpora {names} differ from the other zero-shot JSONs' {corpora}; rerun them "
-                             f"with the same zero_shot.corpora")
+    rows = []
+    objs, corpora = read_column_jsons(zero_shot_jsons, "corpora", "zero-shot", "zero_shot.corpora")
+    for p, obj in objs:
         if obj["run"] not in val:
             raise ValueError(f"{p}: no val-PPL JSON of run {obj['run']!r} among the inputs (the in-domain column)")
         own = val[obj["run"]]
@@ -72,15 +84,16 @@ def in_domain_lowest(df: pd.DataFrame, in_domain: str, corpora: Sequence[str]) -
 
 
 def paper_rows(df: pd.DataFrame, corpora: Sequence[str], path: str | os.PathLike | None,
-               dataset: str | None) -> pd.DataFrame:
+               dataset: str | None, table: str = "zero_shot", metric: str = "zero_shot_ppl") -> pd.DataFrame:
     """One row per run of `df` that the paper-values file reports zero-shot PPLs for (table zero_shot, metric
-    zero_shot_ppl, this dataset), with the paper's value in each corpus column and its source in ``source``."""
+    zero_shot_ppl, this dataset), with the paper's value in each corpus column and its source in ``source``.
+    Another `table` / `metric` whose entries are keyed by ``corpus`` (the downstream table's tasks) works alike."""
     if path is None or dataset is None:
         return pd.DataFrame()
     entries, _ = paper_values.load(path)
     aliases = paper_values.same_model(path)
-    entries = entries[(entries["dataset"] == dataset) & (entries["table"] == "zero_shot")
-                      & (entries["metric"] == "zero_shot_ppl") & entries["corpus"].isin(list(corpora))]
+    entries = entries[(entries["dataset"] == dataset) & (entries["table"] == table)
+                      & (entries["metric"] == metric) & entries["corpus"].isin(list(corpora))]
     rows = []
     for _, ours in df.iterrows():
         mine = entries[entries["run"] == aliases.get(ours["run"], ours["run"])]
@@ -91,7 +104,7 @@ def paper_rows(df: pd.DataFrame, corpora: Sequence[str], path: str | os.PathLike
 
 
 def tolerance_flags(df: pd.DataFrame, corpora: Sequence[str], path: str | os.PathLike | None,
-                    dataset: str | None) -> pd.Series:
+                    dataset: str | None, table: str = "zero_shot", metric: str = "zero_shot_ppl") -> pd.Series:
     """Per row of ours: which corpora lie outside the paper-values tolerance ("outside ±10%: ptb, lm1b"), or
     "within ±10%" when every corpus the paper reports is inside; "" for runs the paper does not report."""
     out = pd.Series("", index=df.index, dtype=object)
@@ -100,10 +113,10 @@ def tolerance_flags(df: pd.DataFrame, corpora: Sequence[str], path: str | os.Pat
     outside: dict[int, list[str]] = {i: [] for i in df.index}
     limit, seen = "", set()
     for c in corpora:
-        cmp = paper_values.compare(df.assign(corpus=c), path, dataset, "zero_shot", "zero_shot_ppl", column=c)
-        if "zero_shot_ppl_flag" not in cmp.columns:
+        cmp = paper_values.compare(df.assign(corpus=c), path, dataset, table, metric, column=c)
+        if f"{metric}_flag" not in cmp.columns:
             continue
-        for i, flag in cmp["zero_shot_ppl_flag"].items():
+        for i, flag in cmp[f"{metric}_flag"].items():
             if flag:
                 seen.add(i)
                 limit = flag.split(" ", 1)[1] if " " in flag and flag.startswith(("within", "outside")) else limit
