@@ -487,10 +487,13 @@ def claims_inputs(wildcards):
     files) of the samples its claims compare, so that a sampler no claim reads never reruns it (dlm.report.claims)."""
     inputs = {"spec": CLAIMS, "val": [p for p in val_ppl_jsons() if "/unigram/" not in p],
               "bench": [f"benchmarks/train/{r}.tsv" for r in TRAINED]}
-    if not config["sampling"]["plan"]:
-        return inputs
     with open(CLAIMS) as f:
         claims = (yaml.safe_load(f) or {}).get("claims") or []
+    if any(c.get("test", "").startswith("downstream_") for c in claims):  # with the per-question results beside
+        inputs["downstream"] = downstream_jsons()
+        inputs["questions"] = [p.replace("downstream.json", "downstream_questions.jsonl") for p in downstream_jsons()]
+    if not config["sampling"]["plan"]:
+        return inputs
     sides = [(c["test"], c[k]) for c in claims for k in ("a", "b") if isinstance(c.get(k), dict)]
     wanted = {(str(x["run"]), str(x["sampler"]), int(x["steps"])) for _, x in sides}
     same = {(str(x["run"]), str(x["sampler"]), int(x["steps"])) for test, x in sides if test == "same_faster"}

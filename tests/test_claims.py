@@ -187,3 +187,36 @@ def test_single_seed_claims_can_be_decided_on_evaluation_noise(tmp_path):
     assert df.at[0, "verdict"] == "holds" and "evaluation noise only" in df.at[0, "note"]
     with pytest.raises(ValueError, match="single_seed"):
         C.claims_table(tmp_path / "c.yaml", tmp_path / "t", val_jsons=val, single_seed="always")
+
+
+def _downstream(tmp, run, group, seed, correct):
+    d = tmp / run
+    d.mkdir()
+    (d / "downstream.json").write_text(json.dumps({"run": run, "group": group, "train_seed": seed, "tasks": {}}))
+    (d / "downstream_questions.jsonl").write_text("".join(
+        json.dumps({"task": "t", "doc_id": i, "acc": float(c)}) + "\n" for i, c in enumerate(correct)))
+    return d / "downstream.json"
+
+
+def test_downstream_claims_paired_over_questions_and_over_seeds(tmp_path):
+    # a answers questions 0-59 right, b questions 0-29: paired differences are 0 (30x), 1 (30x), 0 (40x)
+    a = [1] * 60 + [0] * 40
+    b = [1] * 30 + [0] * 70
+    files = [_downstream(tmp_path, "a", "a", 1, a), _downstream(tmp_path, "b", "b", 1, b)]
+    spec = {"claims": [{"id": "d", "statement": "a beats b", "test": "downstream_better", "a": "a", "b": "b"}]}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(spec))
+    df = C.claims_table(tmp_path / "c.yaml", tmp_path / "t", downstream_jsons=files, single_seed="evaluation")
+    d = np.array([1.0] * 30 + [0.0] * 70)
+    q = 1.9842169515086827  # t, 97.5%, 99 df
+    assert df.at[0, "effect"] == pytest.approx(0.3)
+    assert df.at[0, "hi"] == pytest.approx(0.3 + q * d.std(ddof=1) / 10)
+    assert df.at[0, "verdict"] == "holds"
+    # over training seeds: a second seed of each, the pooled spread decides
+    files += [_downstream(tmp_path, "a_s2", "a", 2, [1] * 58 + [0] * 42),
+              _downstream(tmp_path, "b_s2", "b", 2, [1] * 32 + [0] * 68)]
+    df = C.claims_table(tmp_path / "c.yaml", tmp_path / "t", downstream_jsons=files)
+    assert df.at[0, "interval_over"] == "training seeds: 2 vs 2" and df.at[0, "effect"] == pytest.approx(0.28)
+    assert df.at[0, "verdict"] == "holds"  # sd 0.0141 each: 0.28 +- 4.30 * 0.0141
+    spec["claims"] = [{"id": "d", "statement": "close", "test": "downstream_close", "margin": 0.05, "a": "a", "b": "b"}]
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(spec))
+    assert C.claims_table(tmp_path / "c.yaml", tmp_path / "t", downstream_jsons=files).at[0, "verdict"] == "reversed"

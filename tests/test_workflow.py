@@ -390,7 +390,7 @@ def test_smoke_run_end_to_end(smoke_work, tmp_path):
     spec = yaml.safe_load((ROOT / "config" / "claims_smoke.yaml").read_text())["claims"]
     assert list(claims.index) == [c["id"] for c in spec]
     assert set(claims["verdict"]) <= {"holds", "reversed", "inconclusive", "degenerate"}, claims["verdict"]
-    assert claims.loc[["val_better", "val_close", "gen_better", "mauve_better", "sc_lowers", "train_time"],
+    assert claims.loc[["val_better", "val_close", "gen_better", "mauve_better", "sc_lowers", "train_time", "downstream"],
                       ["lo", "hi"]].notna().all().all()
     assert "identical tokens" in claims.at["same_faster", "note"]  # the cached sampler: ddpm's samples
     assert claims.at["val_better", "compared"] in ("ar vs mdlm", "ar vs udlm")

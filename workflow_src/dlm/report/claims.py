@@ -46,7 +46,7 @@ from dlm.report.tables import write_table
 from dlm.utils import read_json, write_text
 
 TESTS = ("val_better", "val_close", "gen_better", "mauve_better", "same_faster", "sc_lowers", "sc_not_lowers",
-         "train_time_less", "train_memory_less")
+         "train_time_less", "train_memory_less", "downstream_better", "downstream_close")
 VERDICT_RULE = (
     "Verdict: a directional claim holds if the 95% interval of its effect lies entirely on the claimed side of 0, "
     "is reversed if entirely on the other side, else inconclusive; an equivalence claim (close, matches) holds "
@@ -170,10 +170,18 @@ class Results:
     mauve: dict[tuple[str, str, int], list[dict]] = field(default_factory=dict)
     bench: dict[str, dict] = field(default_factory=dict)
     reference: dict | None = None
+    downstream: dict[str, list[dict]] = field(default_factory=dict)
 
     @classmethod
-    def read(cls, val_jsons=(), gen_jsons=(), mauve_jsons=(), bench_files=(), reference=None) -> Results:
+    def read(cls, val_jsons=(), gen_jsons=(), mauve_jsons=(), bench_files=(), reference=None,
+             downstream_jsons=()) -> Results:
         res = cls(reference=read_json(reference) if reference else None)
+        for p in downstream_jsons:  # per run: the tasks' accuracies and, beside it, every question's result
+            obj = read_json(p)
+            questions = Path(p).with_name("downstream_questions.jsonl")
+            with open(questions) as f:
+                obj["questions"] = [json.loads(line) for line in f if line.strip()]
+            res.downstream.setdefault(obj.get("group") or obj["run"], []).append(obj)
         for p in val_jsons:
             obj = read_json(p)
             res.val.setdefault(obj.get("group") or obj["run"], []).append(obj)
@@ -185,7 +193,7 @@ class Results:
             res.mauve.setdefault((obj["run"], obj["sampler"], int(obj["steps"])), []).append(obj)
         for p in bench_files:
             res.bench[Path(p).stem] = read_benchmark(p)
-        for runs in res.val.values():
+        for runs in [*res.val.values(), *res.downstream.values()]:
             runs.sort(key=lambda o: (o.get("train_seed") is None, o.get("train_seed") or 0, o["run"]))
         return res
 
@@ -420,6 +428,40 @@ def claim_train_cost(claim: dict, res: Results, margin: float) -> dict:
                 float(np.exp(np.mean(xa))), float(np.exp(np.mean(xb))))
 
 
+def _accuracy(obj: dict) -> tuple[float, dict[tuple[str, int], float]]:
+    """Mean accuracy over the tasks' questions of one run, and each question's 0/1 result."""
+    per_q = {(q["task"], int(q["doc_id"])): float(q["acc"]) for q in obj["questions"]}
+    return float(np.mean(list(per_q.values()))), per_q
+
+
+def claim_downstream(claim: dict, res: Results, margin: float, single_seed: str = "inconclusive") -> dict:
+    """Downstream accuracy (all tasks' questions pooled) of a minus b: over training seeds, or paired over the
+    same questions (evaluation noise: which questions were drawn) where each entry has one seed."""
+    a, b = str(claim["a"]), str(claim["b"])
+    missing = [x for x in (a, b) if x not in res.downstream]
+    if missing:
+        return _not_run(claim, ", ".join(missing) + " (downstream scores)")
+    xa, xb = [_accuracy(o)[0] for o in res.downstream[a]], [_accuracy(o)[0] for o in res.downstream[b]]
+    tr = seeds_diff(xa, xb, [xa, xb], f"training seeds: {len(xa)} vs {len(xb)}")
+    qa, qb = _accuracy(res.downstream[a][0])[1], _accuracy(res.downstream[b][0])[1]
+    common = sorted(set(qa) & set(qb))
+    d = np.array([qa[k] - qb[k] for k in common])
+    se = float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else math.nan
+    ev = Interval.from_se(float(d.mean()) if len(d) else math.nan, se, len(d) - 1,
+                          f"evaluation: paired over {len(d)} questions")
+    kind = "close" if claim["test"] == "downstream_close" else "greater"
+    note = ""
+    if np.isfinite(tr.lo):
+        iv, verdict = tr, decide(tr, kind, margin)
+        note = f"evaluation noise alone: [{ev.lo:+.3f}, {ev.hi:+.3f}]"
+    elif single_seed == "evaluation":
+        iv, verdict, note = ev, decide(ev, kind, margin), "one model per entry: the interval covers evaluation noise only"
+    else:
+        iv, verdict, note = ev, "inconclusive", "one training seed per entry: training noise unknown"
+    return _row(claim, f"{a} vs {b}", "downstream accuracy (share of questions)", iv, verdict, note,
+                float(np.mean(xa)), float(np.mean(xb)))
+
+
 def evaluate_claims(spec: dict, res: Results, entropy_margin: float, single_seed: str = "inconclusive") -> pd.DataFrame:
     """One row per claim of `spec` (config/claims.yaml) on the indexed results. `single_seed`: the verdict of a
     training claim whose entries have one training seed each, "inconclusive" (training noise unknown; the default)
@@ -442,6 +484,8 @@ def evaluate_claims(spec: dict, res: Results, entropy_margin: float, single_seed
             rows.append(claim_same_faster(claim, res))
         elif test in ("sc_lowers", "sc_not_lowers"):
             rows.append(claim_self_correction(claim, res, margin, entropy_margin))
+        elif test in ("downstream_better", "downstream_close"):
+            rows.append(claim_downstream(claim, res, float(claim.get("margin", margin)), single_seed))
         else:
             rows.append(claim_train_cost(claim, res, margin))
     return pd.DataFrame(rows)
@@ -472,10 +516,10 @@ def _fmt(v: float, digits: int = 3) -> str:
 
 def claims_table(spec_path: str | os.PathLike, out_stem: str | os.PathLike, val_jsons=(), gen_jsons=(),
                  mauve_jsons=(), bench_files=(), reference=None, entropy_margin: float = 0.5,
-                 single_seed: str = "inconclusive") -> pd.DataFrame:
+                 single_seed: str = "inconclusive", downstream_jsons=()) -> pd.DataFrame:
     """Write ``{out_stem}.csv/.md/.tex``: one row per claim with the effect, its 95% interval and the verdict."""
     spec = read_spec(spec_path)
-    res = Results.read(val_jsons, gen_jsons, mauve_jsons, bench_files, reference)
+    res = Results.read(val_jsons, gen_jsons, mauve_jsons, bench_files, reference, downstream_jsons)
     df = evaluate_claims(spec, res, entropy_margin, single_seed)
     value = lambda v: "–" if not np.isfinite(v) else f"{v:.4g}"  # noqa: E731
     shown = pd.DataFrame({

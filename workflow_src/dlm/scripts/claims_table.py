@@ -8,4 +8,5 @@ inp = snakemake.input
 claims_table(inp.spec, str(Path(snakemake.output[0]).with_suffix("")), val_jsons=list(inp.val),
              gen_jsons=list(getattr(inp, "gen", [])), mauve_jsons=list(getattr(inp, "mauve", [])),
              bench_files=list(inp.bench), reference=getattr(inp, "reference", None),
-             entropy_margin=snakemake.params.entropy_margin, single_seed=snakemake.params.single_seed)
+             entropy_margin=snakemake.params.entropy_margin, single_seed=snakemake.params.single_seed,
+             downstream_jsons=list(getattr(inp, "downstream", [])))
