@@ -175,3 +175,19 @@ def test_seed_lists_expand_into_runs():
     cfg["runs"]["ar"]["trainer"] = {"seeds": [1, 1]}
     with pytest.raises(ConfigError, match="runs.ar.trainer.seeds"):
         check_config(cfg, SCHEMA, "smoke.yaml")
+
+
+def test_gpu_tier_is_the_default_dag_with_a_larger_training_budget():
+    """config/gpu.yaml: the embedded default's runs, data, samplers and claims, with more model and more steps."""
+    default, gpu = (yaml.safe_load((ROOT / "config" / name).read_text()) for name in ("config.yaml", "gpu.yaml"))
+    for key in ("corpus", "tokenizer", "data", "integral", "zero_shot"):
+        assert gpu[key] == default[key], key
+    assert gpu["runs"].keys() == default["runs"].keys()
+    assert [(r["algo"], r.get("trainer", {}).get("seeds")) for r in gpu["runs"].values()] == \
+        [(r["algo"], r.get("trainer", {}).get("seeds")) for r in default["runs"].values()]
+    assert gpu["sampling"]["plan"] == default["sampling"]["plan"]
+    assert gpu["sampling"]["variants"] == default["sampling"]["variants"]
+    assert gpu["evaluation"].get("claims") == default["evaluation"].get("claims")
+    g, d = gpu["train_defaults"], default["train_defaults"]
+    tokens = lambda t: t["max_steps"] * t["batch_size"]  # noqa: E731
+    assert tokens(g["trainer"]) >= 10 * tokens(d["trainer"]) and g["model"]["size"] != d["model"]["size"]

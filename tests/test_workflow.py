@@ -49,7 +49,7 @@ def test_dry_run_default_and_paper_configs(tmp_path):
 
     from dlm.config import expand_seeds
 
-    for cfg in ["config/config.yaml", "config/paper/owt.yaml", "config/paper/lm1b.yaml"]:
+    for cfg in ["config/config.yaml", "config/gpu.yaml", "config/paper/owt.yaml", "config/paper/lm1b.yaml"]:
         loaded = yaml.safe_load((ROOT / cfg).read_text())
         expand_seeds(loaded)  # training-seed lists: one run per seed (the default trains duo and duo_pp x 3)
         runs = loaded["runs"]
