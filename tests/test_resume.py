@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-import dlm.data.dataset as dataset_mod
+import dlm.resume as resume_mod
 from dlm.data.dataset import TrainOrder
 from dlm.resume import PREEMPTED_EXIT
 
@@ -50,14 +50,14 @@ def test_train_order_gives_ranks_disjoint_equal_shares(monkeypatch):
     per_rank_epoch = (n // (bs * world)) * bs  # 20
     shares = []
     for rank in range(world):
-        monkeypatch.setattr(dataset_mod, "dist_rank_world", lambda rank=rank: (rank, world))
+        monkeypatch.setattr(resume_mod, "dist_rank_world", lambda rank=rank: (rank, world))
         shares.append(stream(TrainOrder(n, bs, seed), 2 * per_rank_epoch))
     for e in range(2):
         a = shares[0][e * per_rank_epoch:(e + 1) * per_rank_epoch]
         b = shares[1][e * per_rank_epoch:(e + 1) * per_rank_epoch]
         assert len(set(a)) == len(a) == len(b) and not set(a) & set(b)
     # a resumed rank continues its own share
-    monkeypatch.setattr(dataset_mod, "dist_rank_world", lambda: (1, world))
+    monkeypatch.setattr(resume_mod, "dist_rank_world", lambda: (1, world))
     assert stream(TrainOrder(n, bs, seed, start_batch=7), 12) == shares[1][28:40]
 
 
