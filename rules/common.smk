@@ -4,7 +4,7 @@ import os
 import re
 import sys
 
-from dlm.config import apply_defaults, check_config, expand_seeds, resolve_run, resolve_variant
+from dlm.config import apply_defaults, check_config, expand_seeds, resolve_run, resolve_variant, zero_shot_insert_eos
 
 # validate against config/schema.yaml before anything runs (errors name key, value and expectation),
 # then fill the schema defaults (run entries inherit train_defaults instead; see dlm.config)
@@ -320,6 +320,13 @@ def zero_shot_runs():
 
 def zero_shot_jsons():
     return [f"results/eval/{r}/zero_shot.json" for r in zero_shot_runs()] if ZERO_SHOT else []
+
+
+def zero_shot_packed(wildcards):
+    """The run's packed zero-shot corpora: with an EOS after every document (packed) or without (packed_noeos), by
+    zero_shot.insert_eos (dlm.config.zero_shot_insert_eos); pad packing has no separator: always packed."""
+    eos = config["data"]["packing"] != "wrap" or zero_shot_insert_eos(config, wildcards.run, SEED_GROUP.get(wildcards.run))
+    return [f"results/data/zero_shot/{zs}/{'packed' if eos else 'packed_noeos'}" for zs in ZERO_SHOT]
 
 
 def zero_shot_corpus_inputs(wildcards):

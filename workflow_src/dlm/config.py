@@ -94,6 +94,30 @@ ALGO_ARGS: dict[str, tuple[str, ...]] = {
 }
 
 
+# zero-shot packing (docs/conventions.md): the methods whose zero-shot rows the originals computed WITHOUT an EOS
+# between documents -- DUO's scripts/zero_shot_*.sh set data.insert_valid_eos=False for DUO and UDLM (and DCD,
+# a distilled DUO); MDLM's code, which produced the AR / SEDD / MDLM rows, appends EOS after every document.
+ZERO_SHOT_NO_EOS_ALGOS = ("udlm", "duo", "dcd")
+
+
+def zero_shot_insert_eos(config: dict, run: str, group: str | None = None) -> bool:
+    """Whether run `run`'s zero-shot corpora are packed with an EOS after every document (wrap packing).
+
+    `zero_shot.insert_eos_by_run` names single runs (the run, or `group`: the config entry a training-seed
+    run came from); otherwise `zero_shot.insert_eos`: ``original`` (the default) follows the original code of
+    the run's method (no EOS for ZERO_SHOT_NO_EOS_ALGOS, EOS for every other method), true / false is one
+    setting for every run."""
+    zs = config.get("zero_shot") or {}
+    by_run = zs.get("insert_eos_by_run") or {}
+    for name in (run, group):
+        if name in by_run:
+            return bool(by_run[name])
+    rule = zs.get("insert_eos", "original")
+    if isinstance(rule, bool):
+        return rule
+    return resolve_run(config, run)["algo"] not in ZERO_SHOT_NO_EOS_ALGOS
+
+
 # which runs a distillation algo takes as its base model
 DISTILL_FROM: dict[str, tuple[str, ...]] = {"dcd": ("duo", "udlm"), "sdtt": ("mdlm",)}
 
@@ -189,6 +213,9 @@ def _cross_checks(config: dict) -> list[str]:
             elif resolve_run(config, base)["algo"] not in DISTILL_FROM[algo]:
                 out.append(f"key 'runs.{name}.distill.from': value {base!r} is invalid: algo {algo!r} distils a "
                            f"run of algo {list(DISTILL_FROM[algo])}, not {resolve_run(config, base)['algo']!r}")
+    for name in (config.get("zero_shot", {}).get("insert_eos_by_run") or {}):
+        if name not in runs:
+            out.append(f"key 'zero_shot.insert_eos_by_run.{name}': unknown run; expected one of {sorted(runs)}")
     judge = config.get("evaluation", {}).get("judge")
     if judge in runs and resolve_run(config, judge)["algo"] != "ar":
         out.append(f"key 'evaluation.judge': value {judge!r} is invalid: the judge run must have algo 'ar'")

@@ -50,6 +50,8 @@ def zero_shot_frame(zero_shot_jsons: Sequence[str | os.PathLike], val_jsons: Seq
         own = val[obj["run"]]
         row = {"source": "ours", "run": obj["run"], "group": own.get("group") or obj["run"], "algo": obj["algo"],
                in_domain: own["val_ppl"], f"{in_domain}_se": own.get("val_ppl_se", np.nan)}
+        if obj.get("insert_eos") is not None:  # the zero-shot packing of this run (docs/conventions.md)
+            row["eos"] = "yes" if obj["insert_eos"] else "no"
         for name, r in obj["corpora"].items():
             row[name], row[f"{name}_se"] = r["ppl"], r["ppl_se"]
         rows.append(row)
@@ -125,10 +127,13 @@ def zero_shot_table(zero_shot_jsons: Sequence[str | os.PathLike], val_jsons: Seq
         log.warning("run %s: its held-out %s PPL is not below every out-of-domain PPL", run, in_domain)
     caption = ("Zero-shot perplexity ($\\pm$ the Monte-Carlo standard error of the bound; diffusion models: "
                f"upper bounds). {in_domain}: the training corpus's held-out split.")
+    if "eos" in df.columns:
+        caption += (" EOS: whether the corpora were packed with an EOS between documents (MDLM's code, the AR / SEDD / "
+                    "MDLM rows) or without (DUO's zero-shot scripts, the UDLM / DUO rows).")
     paper = paper_rows(df, corpora, paper_values_path, dataset)
     seeds = "n_seeds" in df.columns
     spread = {c: f"{c}_sd" if seeds else f"{c}_se" for c in corpora}  # ± the seed spread, else the MC s.e.
-    columns = ["source", "run", "algo", *(["n_seeds"] if seeds else []),
+    columns = ["source", "run", "algo", *(["eos"] if "eos" in df.columns else []), *(["n_seeds"] if seeds else []),
                *[c for name in corpora for c in (name, spread[name])]]
     if seeds:
         caption += (" Runs trained with several seeds (Seeds): the mean over seeds $\\pm$ their sd (one seed: no "
@@ -144,6 +149,6 @@ def zero_shot_table(zero_shot_jsons: Sequence[str | os.PathLike], val_jsons: Seq
                 formats={**{c: ".2f" for name in corpora for c in (name, f"{name}_se", f"{name}_sd")}, "n_seeds": "d"},
                 best={c: "min" for c in corpora}, pm=spread,
                 labels={"source": "Source", "run": "Run", "algo": "Algo", in_domain: f"{in_domain} (held-out)",
-                        "tolerance": "Tolerance", "n_seeds": "Seeds"},
+                        "tolerance": "Tolerance", "n_seeds": "Seeds", "eos": "EOS"},
                 eligible=df["source"] == "ours")
     return df
