@@ -222,17 +222,34 @@ def _cross_checks(config: dict) -> list[str]:
     return out
 
 
-def resolve_run(config: dict, name: str) -> dict[str, Any]:
-    """train_defaults merged with runs[name] (dict values merged one level deep; the run wins)."""
-    if name not in config.get("runs", {}):
-        raise ConfigError(f"unknown run {name!r}; expected one of {sorted(config.get('runs', {}))}")
-    merged = copy.deepcopy(config.get("train_defaults", {}))
-    for key, value in config["runs"][name].items():
+# Training settings of a method's original code that differ from the MDLM / DUO family's (docs/conventions.md):
+# they sit between train_defaults and the run's own entry, so a run keeps its method's original convention unless
+# its own entry says otherwise. GIDD (dvruette/gidd) trains its DiT without dropout and keeps no EMA of the weights.
+METHOD_TRAINING: dict[str, dict[str, dict]] = {
+    "gidd": {"model": {"dropout": 0.0}, "trainer": {"ema": 0.0}},
+}
+
+
+def _merge(merged: dict, entry: dict) -> dict:
+    for key, value in entry.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = {**merged[key], **value}
+            merged[key] = {**merged[key], **copy.deepcopy(value)}
         else:
             merged[key] = copy.deepcopy(value)
     return merged
+
+
+def resolve_run(config: dict, name: str) -> dict[str, Any]:
+    """train_defaults, then the method's original training settings (METHOD_TRAINING), then runs[name] (dict
+    values merged one level deep; the run wins)."""
+    if name not in config.get("runs", {}):
+        raise ConfigError(f"unknown run {name!r}; expected one of {sorted(config.get('runs', {}))}")
+    entry = config["runs"][name]
+    merged = copy.deepcopy(config.get("train_defaults", {}))
+    algo = entry.get("algo", merged.get("algo"))
+    if not entry.get("import"):  # an imported run is not trained
+        _merge(merged, METHOD_TRAINING.get(algo, {}))
+    return _merge(merged, entry)
 
 
 # not filled with schema defaults: run entries inherit train_defaults (through `resolve_run`), and each
