@@ -90,7 +90,7 @@ ALGO_ARGS: dict[str, tuple[str, ...]] = {
     "duo": ("curriculum",),
     "gidd": ("p_uniform", "loss_weighting", "min_loss_weight", "max_loss_weight", "t_eps"),
     "dcd": ("T", "round", "gamma_min", "gamma_max", "loss_type", "transform"),
-    "sdtt": ("T", "round", "loss_type"),
+    "sdtt": ("T", "round", "loss_type", "teacher_grid"),
 }
 
 
