@@ -169,6 +169,23 @@ def sample_jobs():
     return jobs
 
 
+def sample_count(wildcards):
+    """Samples in a planned file: its plan entry's num_samples, else sampling.num_samples (the config check makes
+    every entry that plans the same file agree)."""
+    for entry in config["sampling"]["plan"]:
+        if (entry["run"] == wildcards.run and entry["sampler"] == wildcards.sampler
+                and int(wildcards.steps) in entry["steps"]
+                and int(wildcards.seed) in entry.get("seeds", config["sampling"]["seeds"])):
+            return entry.get("num_samples", config["sampling"]["num_samples"])
+    return config["sampling"]["num_samples"]
+
+
+def max_sample_count():
+    """The largest sample count of any planned file (the MAUVE references are drawn for it)."""
+    counts = [e.get("num_samples", config["sampling"]["num_samples"]) for e in config["sampling"]["plan"]]
+    return max([config["sampling"]["num_samples"], *counts])
+
+
 def variant(wildcards):
     """The full settings of the sampler variant of a sample file (a changed setting reruns it)."""
     return resolve_variant(config, wildcards.sampler)
@@ -183,6 +200,12 @@ def sample_inputs(wildcards):
     elif variant(wildcards)["condition"] != "none":
         inputs["prompts"] = prompts["path"]
     return inputs
+
+
+def gen_ppl_whole(wildcards):
+    """Score a semi-autoregressive file (samples longer than a block) over its whole length in chunks of the
+    judge's context, as MDLM (evaluation.gen_ppl_semi_ar: whole), or truncated like every file (truncate)."""
+    return variant(wildcards)["sampler"] == "mdlm_semi_ar" and config["evaluation"]["gen_ppl_semi_ar"] == "whole"
 
 
 def gen_ppl_jsons():

@@ -7,7 +7,7 @@ rule sample:
     output:
         "results/samples/{run}/{sampler}_T{steps}_s{seed}.jsonl",
     params:
-        num_samples=config["sampling"]["num_samples"],
+        num_samples=sample_count,
         batch_size=config["sampling"]["batch_size"],
         settings=variant,
         prompts=config["sampling"]["prompts"],

@@ -27,11 +27,11 @@ SAMPLER_CATALOG: dict[str, dict] = {
     "d3pm_ancestral": {"algos": ("d3pm",), "settings": {}},
     "sedd_analytic": {"algos": ("sedd",) + MASKED + ("sdtt",), "settings": {}},
     "sedd_euler": {"algos": ("sedd",), "settings": {}},
-    "remdm_cap": {"algos": MASKED + ("sdtt",), "settings": {"eta": 0.008}},
+    "remdm_cap": {"algos": MASKED + ("sdtt",), "settings": {"eta": 0.04}},  # the ReMDM paper's T < L (script: 0.008)
     "remdm_rescale": {"algos": MASKED + ("sdtt",), "settings": {"eta": 0.015}},
     "remdm_conf": {"algos": MASKED + ("sdtt",), "settings": {}},
     "remdm_loop": {"algos": MASKED + ("sdtt",), "settings": {"eta": 0.02, "t_on": 0.55, "t_off": 0.05,
-                                                              "alpha_on": 0.9}},
+                                                              "alpha_on": 0.9, "boundary": "original"}},
     "remdm_fb": {"algos": MASKED + ("sdtt",), "settings": {}},
     "remdm_dfm": {"algos": MASKED + ("sdtt",), "settings": {}},
     "duo_ancestral": {"algos": UNIFORM, "settings": {}},
@@ -190,6 +190,16 @@ def _cross_checks(config: dict) -> list[str]:
         if algo not in SAMPLER_ALGOS[sampler]:
             out.append(f"key 'sampling.plan.{i}.sampler': value {entry['sampler']!r} is invalid: sampler {sampler!r} "
                        f"does not apply to run {run!r} (algo {algo!r}); it applies to {list(SAMPLER_ALGOS[sampler])}")
+    counts: dict[tuple, int] = {}
+    for i, entry in enumerate(config.get("sampling", {}).get("plan", [])):
+        n = entry.get("num_samples", config.get("sampling", {}).get("num_samples", 32))
+        for steps in entry["steps"]:
+            for seed in entry.get("seeds", config.get("sampling", {}).get("seeds", [0])):
+                job = (entry["run"], entry["sampler"], steps, seed)
+                if counts.setdefault(job, n) != n:
+                    out.append(f"key 'sampling.plan.{i}.num_samples': value {n} is invalid: the sample file of run "
+                               f"{job[0]!r}, sampler {job[1]!r}, {steps} steps, seed {seed} is planned with "
+                               f"{counts[job]} samples by an earlier entry; one file has one sample count")
     for name in runs:
         hp = resolve_run(config, name)
         allowed = ALGO_ARGS.get(hp.get("algo"), ())
