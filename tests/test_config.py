@@ -66,6 +66,21 @@ def test_cross_checks():
         check_config(bad, SCHEMA)
 
 
+def test_plan_sample_counts_per_entry():
+    """The paper config samples the ReMDM table's files 5000 times (ReMDM's protocol; MAUVE's clusters depend on
+    n) and DUO's 800 elsewhere; two entries that plan one file with different counts are refused."""
+    owt = load("config/paper/owt.yaml")
+    counts = {(e["sampler"]): e.get("num_samples", owt["sampling"]["num_samples"]) for e in owt["sampling"]["plan"]
+              if e["run"] == "mdlm"}
+    assert counts["mdlm_p09"] == counts["remdm_loop"] == counts["remdm_fb"] == 5000
+    assert counts["mdlm_ancestral"] == 800 and owt["sampling"]["variants"]["remdm_cap"]["eta"] == 0.04
+    bad = load("config/smoke.yaml")
+    entry = dict(bad["sampling"]["plan"][0])
+    bad["sampling"]["plan"].append({**entry, "num_samples": 7})
+    with pytest.raises(ConfigError, match="one file has one sample count"):
+        check_config(bad, SCHEMA)
+
+
 def test_resolve_run_merges_one_level_deep():
     cfg = {"train_defaults": {"model": {"size": "nano", "dropout": 0.1}, "trainer": {"max_steps": 5}},
            "runs": {"a": {"algo": "ar", "model": {"size": "mini"}}}}
