@@ -78,6 +78,27 @@ def test_dcd_loss_is_zero_at_the_same_point_and_positive_otherwise(loss_type):
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.backbone.parameters())
 
 
+def test_dcd_alpha_is_the_nearest_cache_point_as_the_april_2026_fix(tmp_path):
+    """s-sahoo/duo 4925052 (April 2026): Distillation.nll reads alpha_t and alpha_s with
+    `_gamma_to_alphat_integral`, the cache's value (K I - 1)/(K - 1) at the NEAREST grid point. A cache with
+    points 0.1 apart in gamma: t = 0.3466... gives gamma = -4 + 3 t = -2.96, whose nearest point is -3.0 (not
+    -2.9, and not the linear interpolation)."""
+    import numpy as np
+
+    from dlm.diffusion.integral import compute_cache, save_cache
+
+    cache = compute_cache(32, -5.0, -1.0, 41)
+    save_cache(tmp_path / "c.npz", cache)
+    m = make_module("dcd", vocab_size=32, T=8, integral_path=str(tmp_path / "c.npz"))
+    g = cache["gamma"]
+    i3, i29 = int(np.argmin(np.abs(g + 3.0))), int(np.argmin(np.abs(g + 2.9)))
+    t = torch.tensor([(4.0 - 2.96) / 3.0], dtype=torch.float64)
+    got = float(m.discrete_alpha(t))
+    assert got == pytest.approx(float(cache["alpha"][i3]), rel=1e-12)
+    linear = 0.6 * cache["alpha"][i3] + 0.4 * cache["alpha"][i29]
+    assert abs(got - linear) > 1e-6 and abs(got - cache["alpha"][i29]) > 1e-6
+
+
 @pytest.mark.parametrize("algo", ["dcd", "sdtt"])
 def test_teacher_is_a_frozen_copy_outside_the_state_dict_reset_per_round(algo):
     kw = {"transform": "poly9"} if algo == "dcd" else {}
