@@ -74,6 +74,8 @@ def test_plan_sample_counts_per_entry():
               if e["run"] == "mdlm"}
     assert counts["mdlm_p09"] == counts["remdm_loop"] == counts["remdm_fb"] == 5000
     assert counts["mdlm_ancestral"] == 800 and owt["sampling"]["variants"]["remdm_cap"]["eta"] == 0.04
+    assert resolve_variant({}, "remdm_cap")["eta"] == 0.04  # the ReMDM paper's eta_cap for T < L (script 0.008)
+    assert resolve_variant({}, "remdm_loop")["boundary"] == "original"
     bad = load("config/smoke.yaml")
     entry = dict(bad["sampling"]["plan"][0])
     bad["sampling"]["plan"].append({**entry, "num_samples": 7})
