@@ -133,6 +133,12 @@ VARIANTS = [
     ("gidd_mdlm_noise", "gidd", {"algo": "gidd_mdlm_noise"}, "noise draws: GIDD with MDLM's"),
     ("mdlm_linear", "mdlm", {"algo": "mdlm_linear"}, "schedule: MDLM with alpha_t = 1 - t"),
     ("gidd_mdlm_loss", "gidd", {"algo": "gidd_mdlm_loss"}, "output and loss: GIDD with MDLM's SUBS cross-entropy"),
+    ("mdlm_seed2", "mdlm", {"trainer": {"seed": 2}}, "training seed: MDLM with seed 2 (data order, t, noise)"),
+    ("gidd_seed2", "gidd", {"trainer": {"seed": 2}}, "training seed: GIDD with seed 2"),
+    ("mdlm_seed3", "mdlm", {"trainer": {"seed": 3}}, "training seed: MDLM with seed 3"),
+    ("gidd_seed3", "gidd", {"trainer": {"seed": 3}}, "training seed: GIDD with seed 3"),
+    ("mdlm_seed4", "mdlm", {"trainer": {"seed": 4}}, "training seed: MDLM with seed 4"),
+    ("gidd_seed4", "gidd", {"trainer": {"seed": 4}}, "training seed: GIDD with seed 4"),
     ("gidd_no_ema", "gidd", {"trainer": {"ema": 0.0}}, "EMA: GIDD without EMA (the original; new default)"),
     ("mdlm_no_ema", "mdlm", {"trainer": {"ema": 0.0}}, "EMA: MDLM without EMA"),
 ]
@@ -245,10 +251,12 @@ def main() -> None:
             print(f"== {name}: {what}", flush=True)
             r = run_variant(name, base, changes, a.data, a.steps, work)
             r["what"] = what
-            done["variants"][name] = r
             print(f"   val NLL {r['val_nll']:.4f} +- {r['val_nll_se']:.4f} ({r['train_seconds']:.0f} s)", flush=True)
             from dlm.utils import write_json
 
+            if OUT_JSON.exists():  # another invocation may have added variants meanwhile
+                done = {**json.loads(OUT_JSON.read_text()), "machine": done["machine"]}
+            done["variants"][name] = r
             write_json(OUT_JSON, done)
             write_md(done)
 
