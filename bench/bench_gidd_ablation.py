@@ -139,6 +139,10 @@ VARIANTS = [
     ("gidd_seed3", "gidd", {"trainer": {"seed": 3}}, "training seed: GIDD with seed 3"),
     ("mdlm_seed4", "mdlm", {"trainer": {"seed": 4}}, "training seed: MDLM with seed 4"),
     ("gidd_seed4", "gidd", {"trainer": {"seed": 4}}, "training seed: GIDD with seed 4"),
+    ("gidd_teps3", "gidd", {"algo_args": {"t_eps": 1e-3}}, "time range: GIDD with t in [1e-3, 1 - 1e-3] (t_eps 1e-3)"),
+    ("gidd_teps3_seed2", "gidd", {"algo_args": {"t_eps": 1e-3}, "trainer": {"seed": 2}}, "time range: t_eps 1e-3, seed 2"),
+    ("gidd_teps3_seed3", "gidd", {"algo_args": {"t_eps": 1e-3}, "trainer": {"seed": 3}}, "time range: t_eps 1e-3, seed 3"),
+    ("gidd_teps3_seed4", "gidd", {"algo_args": {"t_eps": 1e-3}, "trainer": {"seed": 4}}, "time range: t_eps 1e-3, seed 4"),
     ("gidd_no_ema", "gidd", {"trainer": {"ema": 0.0}}, "EMA: GIDD without EMA (the original; new default)"),
     ("mdlm_no_ema", "mdlm", {"trainer": {"ema": 0.0}}, "EMA: MDLM without EMA"),
 ]
@@ -290,6 +294,25 @@ def write_md(done: dict) -> None:
         f"row says otherwise) for {next(iter(v.values()))['steps'] if v else '?'} steps and is scored by the "
         "pipeline's validation bound (3 passes, val_seed 1); Δ is the paired difference of the passes to mdlm.",
         "", *rows, ""])
+    seeds = {base: [v[n]["val_nll"] for n in [base] + [f"{base}_seed{k}" for k in range(2, 10)] if n in v]
+             for base in ("mdlm", "gidd", "gidd_teps3")}
+
+    def stats(x):
+        m = sum(x) / len(x)
+        return m, math.sqrt(sum((y - m) ** 2 for y in x) / (len(x) - 1))
+
+    if len(seeds["mdlm"]) >= 2:
+        mm, sm = stats(seeds["mdlm"])
+        text += "\nOver training seeds (the variants named _seedK; seed 1 is the unsuffixed one), mean ± sd:\n\n"
+        for base, x in seeds.items():
+            if len(x) < 2:
+                continue
+            m, sd = stats(x)
+            line = f"* {base}: {m:.4f} ± {sd:.4f} over {len(x)} seeds ({', '.join(f'{y:.3f}' for y in x)})"
+            if base != "mdlm":
+                se = math.sqrt(sm ** 2 / len(seeds["mdlm"]) + sd ** 2 / len(x))
+                line += f"; {base} - mdlm = {m - mm:+.4f} ± {se:.4f} (s.e. of the difference of the means)"
+            text += line + "\n"
     if done.get("decomposition"):
         text += "\n".join([
             "", "The GIDD bound of a checkpoint split by position (`--decompose`; the validation draws): masked "
