@@ -129,6 +129,9 @@ VARIANTS = [
     ("gidd_no_cond", "gidd", {"time_conditioning": False}, "conditioning: GIDD without time conditioning"),
     ("mdlm_cond", "mdlm", {"time_conditioning": True}, "conditioning: MDLM conditioned on sigma_t"),
     ("gidd_mdlm_times", "gidd", {"algo": "gidd_mdlm_times"}, "time draws: GIDD with MDLM's"),
+    ("gidd_mdlm_times_seed2", "gidd", {"algo": "gidd_mdlm_times", "trainer": {"seed": 2}}, "time draws: MDLM's, seed 2"),
+    ("gidd_mdlm_times_seed3", "gidd", {"algo": "gidd_mdlm_times", "trainer": {"seed": 3}}, "time draws: MDLM's, seed 3"),
+    ("gidd_mdlm_times_seed4", "gidd", {"algo": "gidd_mdlm_times", "trainer": {"seed": 4}}, "time draws: MDLM's, seed 4"),
     ("mdlm_gidd_times", "mdlm", {"algo": "mdlm_gidd_times"}, "time draws: MDLM with GIDD's"),
     ("gidd_mdlm_noise", "gidd", {"algo": "gidd_mdlm_noise"}, "noise draws: GIDD with MDLM's"),
     ("mdlm_linear", "mdlm", {"algo": "mdlm_linear"}, "schedule: MDLM with alpha_t = 1 - t"),
@@ -139,6 +142,10 @@ VARIANTS = [
     ("gidd_seed3", "gidd", {"trainer": {"seed": 3}}, "training seed: GIDD with seed 3"),
     ("mdlm_seed4", "mdlm", {"trainer": {"seed": 4}}, "training seed: MDLM with seed 4"),
     ("gidd_seed4", "gidd", {"trainer": {"seed": 4}}, "training seed: GIDD with seed 4"),
+    ("mdlm_seed5", "mdlm", {"trainer": {"seed": 5}}, "training seed: MDLM with seed 5"),
+    ("gidd_seed5", "gidd", {"trainer": {"seed": 5}}, "training seed: GIDD with seed 5"),
+    ("mdlm_seed6", "mdlm", {"trainer": {"seed": 6}}, "training seed: MDLM with seed 6"),
+    ("gidd_seed6", "gidd", {"trainer": {"seed": 6}}, "training seed: GIDD with seed 6"),
     ("gidd_teps3", "gidd", {"algo_args": {"t_eps": 1e-3}}, "time range: GIDD with t in [1e-3, 1 - 1e-3] (t_eps 1e-3)"),
     ("gidd_teps3_seed2", "gidd", {"algo_args": {"t_eps": 1e-3}, "trainer": {"seed": 2}}, "time range: t_eps 1e-3, seed 2"),
     ("gidd_teps3_seed3", "gidd", {"algo_args": {"t_eps": 1e-3}, "trainer": {"seed": 3}}, "time range: t_eps 1e-3, seed 3"),
@@ -184,7 +191,30 @@ def run_variant(name: str, base: str, changes: dict, data: str, steps: int, work
                        device="cpu", threads=THREADS, passes=3)
     return {"name": name, "base": base, "changes": changes, "algo": hp["algo"], "steps": steps,
             "val_nll": res["val_nll"], "val_nll_se": res["val_nll_se"], "pass_nll": res["pass_nll"],
-            "val_ppl": res["val_ppl"], "train_seconds": t_train}
+            "val_ppl": res["val_ppl"], "train_seconds": t_train, **context_profile(str(ckpt), data)}
+
+
+@torch.no_grad()
+def context_profile(ckpt: str, data: str, times=(0.2, 0.8)) -> dict:
+    """Mean -log x_theta[x] over masked positions of every held-out block at fixed t (masks drawn with seed 0,
+    the same for every checkpoint): how much the network uses the visible context. A network that learned only
+    the unigram statistics gives the same value at every t; MDLM's loss grows with t (less context)."""
+    from dlm.algos import load_module
+    from dlm.algos.mdlm import forward_mask
+    from dlm.data.dataset import PackedDataset
+
+    m = load_module(ckpt)
+    ds = PackedDataset(data, "valid")
+    x = torch.stack([ds[i]["input_ids"] for i in range(len(ds))])  # (N, L)
+    out = {}
+    for tv in times:
+        t = torch.full((x.shape[0],), float(tv))
+        z = forward_mask(x, 1.0 - t, m.mask_id, torch.Generator().manual_seed(0))  # (N, L)
+        logits = m.backbone(z, m.sigma_input(t)).float()  # (N, L, K)
+        logits[..., m.mask_id] = float("-inf")
+        lp = torch.log_softmax(logits, -1).gather(-1, x[..., None]).squeeze(-1)  # (N, L)
+        out[f"masked_nll_t{tv}"] = float(-lp[z == m.mask_id].mean())
+    return out
 
 
 @torch.no_grad()
@@ -232,9 +262,22 @@ def main() -> None:
     ap.add_argument("--work", default=None, help="directory that keeps the checkpoints (default: a temporary one)")
     ap.add_argument("--decompose", nargs="*", metavar="NAME=CKPT",
                     help="only split the bound of these GIDD checkpoints by position (see `decompose`)")
+    ap.add_argument("--profile", nargs="*", metavar="NAME=CKPT",
+                    help="only add the context profile (`context_profile`) of finished variants")
     a = ap.parse_args()
     torch.set_num_threads(THREADS)
     register_variants()
+    if a.profile is not None:  # add the context profile of finished variants from their kept checkpoints
+        from dlm.utils import write_json
+
+        for item in a.profile:
+            name, ckpt = item.split("=", 1)
+            done = json.loads(OUT_JSON.read_text())
+            done["variants"][name].update(context_profile(ckpt, a.data))
+            write_json(OUT_JSON, done)
+            print(name, {k: v for k, v in done["variants"][name].items() if k.startswith("masked_nll")}, flush=True)
+        write_md(json.loads(OUT_JSON.read_text()))
+        return
     if a.decompose is not None:
         from dlm.utils import write_json
 
@@ -270,8 +313,8 @@ def write_md(done: dict) -> None:
 
     v = done["variants"]
     ref = v.get("mdlm")
-    rows = ["| variant | what is swapped | val NLL | MC s.e. | Δ vs mdlm (paired) | train s |",
-            "|---|---|---:|---:|---:|---:|"]
+    rows = ["| variant | what is swapped | val NLL | MC s.e. | Δ vs mdlm (paired) | masked NLL t = 0.2 / 0.8 | train s |",
+            "|---|---|---:|---:|---:|---:|---:|"]
     for name, _, _, what in VARIANTS:
         if name not in v:
             continue
@@ -283,7 +326,8 @@ def write_md(done: dict) -> None:
             delta = f"{mean:+.4f} ± {se:.4f}"
         else:
             delta = "–"
-        rows.append(f"| {name} | {what} | {r['val_nll']:.4f} | {r['val_nll_se']:.4f} | {delta} | "
+        prof = (f"{r['masked_nll_t0.2']:.3f} / {r['masked_nll_t0.8']:.3f}" if "masked_nll_t0.2" in r else "–")
+        rows.append(f"| {name} | {what} | {r['val_nll']:.4f} | {r['val_nll_se']:.4f} | {delta} | {prof} | "
                     f"{r['train_seconds']:.0f} |")
     m = done["machine"]
     text = "\n".join([
@@ -295,7 +339,7 @@ def write_md(done: dict) -> None:
         "pipeline's validation bound (3 passes, val_seed 1); Δ is the paired difference of the passes to mdlm.",
         "", *rows, ""])
     seeds = {base: [v[n]["val_nll"] for n in [base] + [f"{base}_seed{k}" for k in range(2, 10)] if n in v]
-             for base in ("mdlm", "gidd", "gidd_teps3")}
+             for base in ("mdlm", "gidd", "gidd_teps3", "gidd_mdlm_times")}
 
     def stats(x):
         m = sum(x) / len(x)
