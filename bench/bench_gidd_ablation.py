@@ -127,7 +127,13 @@ VARIANTS = [
     ("mdlm", "mdlm", {}, "MDLM as in the default"),
     ("gidd", "gidd", {}, "GIDD p_u = 0 as in the default"),
     ("gidd_no_cond", "gidd", {"time_conditioning": False}, "conditioning: GIDD without time conditioning"),
+    ("gidd_no_cond_seed2", "gidd", {"time_conditioning": False, "trainer": {"seed": 2}}, "conditioning: none, seed 2"),
+    ("gidd_no_cond_seed3", "gidd", {"time_conditioning": False, "trainer": {"seed": 3}}, "conditioning: none, seed 3"),
+    ("gidd_no_cond_seed4", "gidd", {"time_conditioning": False, "trainer": {"seed": 4}}, "conditioning: none, seed 4"),
     ("mdlm_cond", "mdlm", {"time_conditioning": True}, "conditioning: MDLM conditioned on sigma_t"),
+    ("mdlm_cond_seed2", "mdlm", {"time_conditioning": True, "trainer": {"seed": 2}}, "conditioning: sigma_t, seed 2"),
+    ("mdlm_cond_seed3", "mdlm", {"time_conditioning": True, "trainer": {"seed": 3}}, "conditioning: sigma_t, seed 3"),
+    ("mdlm_cond_seed4", "mdlm", {"time_conditioning": True, "trainer": {"seed": 4}}, "conditioning: sigma_t, seed 4"),
     ("gidd_mdlm_times", "gidd", {"algo": "gidd_mdlm_times"}, "time draws: GIDD with MDLM's"),
     ("gidd_mdlm_times_seed2", "gidd", {"algo": "gidd_mdlm_times", "trainer": {"seed": 2}}, "time draws: MDLM's, seed 2"),
     ("gidd_mdlm_times_seed3", "gidd", {"algo": "gidd_mdlm_times", "trainer": {"seed": 3}}, "time draws: MDLM's, seed 3"),
@@ -339,7 +345,7 @@ def write_md(done: dict) -> None:
         "pipeline's validation bound (3 passes, val_seed 1); Δ is the paired difference of the passes to mdlm.",
         "", *rows, ""])
     seeds = {base: [v[n]["val_nll"] for n in [base] + [f"{base}_seed{k}" for k in range(2, 10)] if n in v]
-             for base in ("mdlm", "gidd", "gidd_teps3", "gidd_mdlm_times")}
+             for base in ("mdlm", "gidd", "gidd_no_cond", "mdlm_cond", "gidd_teps3", "gidd_mdlm_times")}
 
     def stats(x):
         m = sum(x) / len(x)

@@ -183,7 +183,8 @@ def test_smoke_run_end_to_end(smoke_work, tmp_path):
     zs = pd.read_csv(res / "tables" / "zero_shot.csv")
     held_out = yaml.safe_load(Path(SMOKE).read_text())["corpus"]["name"]
     assert sorted(zs["run"]) == sorted(zs_cfg["runs"]) and set(zs["source"]) == {"ours"}
-    assert list(zs.columns[3:]) == [c for name in [held_out, *zs_cfg["corpora"]] for c in (name, f"{name}_se")]
+    assert list(zs.columns[4:]) == [c for name in [held_out, *zs_cfg["corpora"]] for c in (name, f"{name}_se")]
+    assert zs.columns[3] == "eos" and set(zs["eos"]) == {"yes"}  # ar and mdlm: MDLM's code puts EOS between documents
     for corpus in zs_cfg["corpora"]:
         assert (zs[held_out] < zs[corpus]).all(), (corpus, zs)
         assert (zs.loc[zs["algo"] != "ar", f"{corpus}_se"] > 0).all()
