@@ -6,7 +6,8 @@ import sys
 
 import yaml
 
-from dlm.config import apply_defaults, check_config, expand_seeds, plan_jobs, plan_round_runs, resolve_run, resolve_variant
+from dlm.config import (apply_defaults, check_config, expand_seeds, plan_jobs, plan_round_runs, resolve_run, resolve_variant,
+                        zero_shot_insert_eos)
 from dlm.checkpoints.registry import expand_released, import_checks, use_ema
 
 # runs.NAME.released: a checkpoint of workflow_src/dlm/checkpoints/registry.yaml (rules/import.smk); the run gets
@@ -186,6 +187,11 @@ def sample_size(key):
                                             int(wildcards.seed)), config["sampling"])[key]
 
 
+def max_sample_count():
+    """The largest sample count of any planned file (the MAUVE references are drawn for it)."""
+    return max([config["sampling"]["num_samples"], *(sizes["num_samples"] for sizes in PLAN_JOBS.values())])
+
+
 def variant(wildcards):
     """The full settings of the sampler variant of a sample file (a changed setting reruns it)."""
     return resolve_variant(config, wildcards.sampler)
@@ -201,6 +207,12 @@ def sample_inputs(wildcards):
     elif variant(wildcards)["condition"] != "none":
         inputs["prompts"] = prompts["path"]
     return inputs
+
+
+def gen_ppl_whole(wildcards):
+    """Score a semi-autoregressive file (samples longer than a block) over its whole length in chunks of the
+    judge's context, as MDLM (evaluation.gen_ppl_semi_ar: whole), or truncated like every file (truncate)."""
+    return variant(wildcards)["sampler"] == "mdlm_semi_ar" and config["evaluation"]["gen_ppl_semi_ar"] == "whole"
 
 
 def gen_ppl_jsons():
@@ -385,6 +397,13 @@ def zero_shot_runs():
 
 def zero_shot_jsons():
     return [f"results/eval/{r}/zero_shot.json" for r in zero_shot_runs()] if ZERO_SHOT else []
+
+
+def zero_shot_packed(wildcards):
+    """The run's packed zero-shot corpora: with an EOS after every document (packed) or without (packed_noeos), by
+    zero_shot.insert_eos (dlm.config.zero_shot_insert_eos); pad packing has no separator: always packed."""
+    eos = config["data"]["packing"] != "wrap" or zero_shot_insert_eos(config, wildcards.run, SEED_GROUP.get(wildcards.run))
+    return [f"results/data/zero_shot/{zs}/{'packed' if eos else 'packed_noeos'}" for zs in ZERO_SHOT]
 
 
 def zero_shot_corpus_inputs(wildcards):

@@ -60,6 +60,7 @@ rule gen_ppl:
         batch_size=config["evaluation"]["gen_ppl_batch_size"],
         max_length=config["evaluation"]["gen_ppl_max_length"],
         count_padding_eos=config["evaluation"]["gen_ppl_count_padding_eos"],
+        whole=gen_ppl_whole,
     log:
         "logs/eval/{run}/gen_{sampler}_T{steps}_s{seed}.log",
     conda:

@@ -14,7 +14,7 @@ rule mauve_references:
     output:
         "results/samples/reference/mauve_references.jsonl",
     params:
-        num_references=config["sampling"]["num_samples"],
+        num_references=max_sample_count(),
         seed=config["evaluation"]["mauve"]["reference_seed"],
     log:
         "logs/sample/reference/mauve_references.log",

@@ -1,5 +1,6 @@
 # Zero-shot perplexity (MDLM Table 3, DUO Table 2): corpora the models were not trained on, tokenized with the
-# pipeline's tokenizer and packed like the training data, scored with the validation bound; one table.
+# pipeline's tokenizer and packed like the training data, scored with the validation bound; one table. Each run
+# reads the corpora packed with or without an EOS between documents, as its method's original code did.
 
 
 rule zero_shot_corpus:
@@ -34,7 +35,7 @@ rule zero_shot_pack:
     params:
         packing=config["data"]["packing"],
         block_length=config["data"]["block_length"],
-        insert_eos=config["zero_shot"]["insert_eos"],
+        insert_eos=True,  # an EOS after every document (MDLM's code); packed_noeos below: none (DUO's zero-shot)
         min_blocks=config["zero_shot"]["min_blocks"],
     log:
         "logs/data/zero_shot/{zs}/pack.log",
@@ -49,10 +50,24 @@ rule zero_shot_pack:
         "../workflow_src/dlm/scripts/eval_pack.py"
 
 
+use rule zero_shot_pack as zero_shot_pack_noeos with:
+    output:
+        directory("results/data/zero_shot/{zs}/packed_noeos"),
+    params:
+        packing=config["data"]["packing"],
+        block_length=config["data"]["block_length"],
+        insert_eos=False,
+        min_blocks=config["zero_shot"]["min_blocks"],
+    log:
+        "logs/data/zero_shot/{zs}/pack_noeos.log",
+    benchmark:
+        "benchmarks/data/zero_shot/{zs}/pack_noeos.tsv"
+
+
 rule zero_shot_ppl:
     input:
         ckpt="results/models/{run}/final.ckpt",
-        data=expand("results/data/zero_shot/{zs}/packed", zs=ZERO_SHOT),
+        data=zero_shot_packed,
     output:
         "results/eval/{run}/zero_shot.json",
     params:

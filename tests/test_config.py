@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dlm.config import SAMPLER_ALGOS, ConfigError, check_config, resolve_run, resolve_variant
+from dlm.config import SAMPLER_ALGOS, ConfigError, check_config, plan_jobs, resolve_run, resolve_variant
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = str(ROOT / "config" / "schema.yaml")
@@ -63,6 +63,24 @@ def test_cross_checks():
     bad = copy.deepcopy(cfg)
     bad["evaluation"]["judge"] = "mdlm"
     with pytest.raises(ConfigError, match="judge run must have algo 'ar'"):
+        check_config(bad, SCHEMA)
+
+
+def test_plan_sample_counts_per_entry():
+    """The paper config samples the ReMDM table's files 5000 times (ReMDM's protocol; MAUVE's clusters depend on
+    n) and DUO's 800 elsewhere; two entries that plan one file with different counts are refused."""
+    owt = load("config/paper/owt.yaml")
+    jobs = plan_jobs(owt)
+    counts = {(run, sampler, steps): sizes["num_samples"] for (run, sampler, steps, _), sizes in jobs.items()}
+    assert counts["mdlm", "mdlm_p09", 128] == counts["mdlm", "remdm_loop", 1024] == counts["mdlm", "remdm_fb", 4096] == 5000
+    assert counts["mdlm", "mdlm_ancestral", 1024] == 800 and owt["sampling"]["variants"]["remdm_cap"]["eta"] == 0.04
+    assert counts["mdlm", "mdlm_ancestral", 5000] == 64  # the MDLM README's speed table
+    assert resolve_variant({}, "remdm_cap")["eta"] == 0.04  # the ReMDM paper's eta_cap for T < L (script 0.008)
+    assert resolve_variant({}, "remdm_loop")["boundary"] == "original"
+    bad = load("config/smoke.yaml")
+    entry = dict(bad["sampling"]["plan"][0])
+    bad["sampling"]["plan"].append({**entry, "num_samples": 7})
+    with pytest.raises(ConfigError, match="planned twice with different sizes"):
         check_config(bad, SCHEMA)
 
 

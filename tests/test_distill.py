@@ -11,6 +11,7 @@ from conftest import make_module
 from dlm.algos import load_module
 from dlm.algos.dcd import shared_noise_argmax, shifted_times
 from dlm.algos.mdlm import NEG_INF
+from dlm.algos.sdtt import teacher_steps
 
 
 
@@ -77,6 +78,27 @@ def test_dcd_loss_is_zero_at_the_same_point_and_positive_otherwise(loss_type):
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.backbone.parameters())
 
 
+def test_dcd_alpha_is_the_nearest_cache_point_as_the_april_2026_fix(tmp_path):
+    """s-sahoo/duo 4925052 (April 2026): Distillation.nll reads alpha_t and alpha_s with
+    `_gamma_to_alphat_integral`, the cache's value (K I - 1)/(K - 1) at the NEAREST grid point. A cache with
+    points 0.1 apart in gamma: t = 0.3466... gives gamma = -4 + 3 t = -2.96, whose nearest point is -3.0 (not
+    -2.9, and not the linear interpolation)."""
+    import numpy as np
+
+    from dlm.diffusion.integral import compute_cache, save_cache
+
+    cache = compute_cache(32, -5.0, -1.0, 41)
+    save_cache(tmp_path / "c.npz", cache)
+    m = make_module("dcd", vocab_size=32, T=8, integral_path=str(tmp_path / "c.npz"))
+    g = cache["gamma"]
+    i3, i29 = int(np.argmin(np.abs(g + 3.0))), int(np.argmin(np.abs(g + 2.9)))
+    t = torch.tensor([(4.0 - 2.96) / 3.0], dtype=torch.float64)
+    got = float(m.discrete_alpha(t))
+    assert got == pytest.approx(float(cache["alpha"][i3]), rel=1e-12)
+    linear = 0.6 * cache["alpha"][i3] + 0.4 * cache["alpha"][i29]
+    assert abs(got - linear) > 1e-6 and abs(got - cache["alpha"][i29]) > 1e-6
+
+
 @pytest.mark.parametrize("algo", ["dcd", "sdtt"])
 def test_teacher_is_a_frozen_copy_outside_the_state_dict_reset_per_round(algo):
     kw = {"transform": "poly9"} if algo == "dcd" else {}
@@ -128,7 +150,8 @@ def test_sdtt_targets_on_a_deterministic_toy_teacher():
     z[:, :3] = 5  # three clean input positions: kept, never a target
     for t_val, s_val in ((1.0, 0.0), (0.5, 0.4)):
         t, s = torch.full((B,), t_val), torch.full((B,), s_val)
-        target, z_out, step = m.teacher_targets(z, t, s, torch.Generator().manual_seed(7))
+        steps = teacher_steps(t, t_val - s_val, "paper")  # t -> (t + s) / 2 -> s
+        target, z_out, step = m.teacher_targets(z, steps, torch.Generator().manual_seed(7))
         assert torch.equal(z_out[:, :3], z[:, :3]) and (step[:, :3] == -1).all()
         n0 = (z == MASK).sum(-1)  # masks seen by the teacher's first call
         n1 = (torch.where(step == 0, 0, z) == MASK).sum(-1)  # ...and by its second call
@@ -146,11 +169,27 @@ def test_sdtt_targets_on_a_deterministic_toy_teacher():
             assert ((step == -1) & (z_out == MASK)).any()
 
 
+def test_sdtt_teacher_grid_released_and_paper():
+    """Hand-derived teacher times (start, end) for t = 0.5 and student step dt = 0.1 (teacher steps of 0.05).
+    released (SDTT's `_teacher_logprobs_on_mask`): tau_i = t w_i + (1 - t)(t - dt), w = (1, 0): 0.5 + 0.5 * 0.4 =
+    0.7 and 0.5 * 0.4 = 0.2; paper: 0.5 -> 0.45 -> 0.4. Near t = 0 the released starts are clamped at 1e-5 and the
+    ends at 0 (everything revealed): t = 0.05: tau_0 = 0.05 + 0.95 * (-0.05) = 0.0025, tau_1 = -0.0475 -> 1e-5."""
+    t = torch.tensor([0.5, 0.05], dtype=torch.float64)
+    def flat(steps):
+        return [v for a, b in steps for v in (*a.tolist(), *b.tolist())]
+
+    assert flat(teacher_steps(t, 0.1, "released")) == pytest.approx([0.7, 0.0025, 0.65, 0.0, 0.2, 1e-5, 0.15, 0.0])
+    assert flat(teacher_steps(t, 0.1, "paper")) == pytest.approx([0.5, 0.05, 0.45, 0.025, 0.45, 0.025, 0.4, 0.0])
+    assert make_module("sdtt", T=8).hparams.teacher_grid == "released"  # the released code's grid is the default
+    with pytest.raises(ValueError, match="teacher_grid"):
+        make_module("sdtt", T=8, teacher_grid="even")
+
+
 def test_sdtt_loss_only_counts_masked_positions():
     m = perturb(make_module("sdtt", vocab_size=32, T=8, round=2))
     m.reset_teacher()
     x = torch.randint(2, 32, (4, 16), generator=torch.Generator().manual_seed(0))
-    kl, masked = m.distill_token_loss(x, torch.full((4,), 0.5), torch.full((4,), 0.0), torch.Generator().manual_seed(1))
+    kl, masked = m.distill_token_loss(x, torch.full((4,), 0.5), torch.Generator().manual_seed(1))
     assert masked.any() and (~masked).any()
     assert (kl[~masked] == 0).all() and kl[masked].mean() > 1e-4
     total, n = m.loss({"input_ids": x, "attention_mask": torch.ones_like(x)}, 0, torch.Generator().manual_seed(2))
@@ -166,7 +205,7 @@ def run_cfg(algo, steps, **algo_args):
                         "ckpt_every": 50, "log_every": 50, "ema": 0.9}}
 
 
-def test_init_weights_take_the_ema_and_reset_the_teacher(packed, tmp_path):
+def test_init_weights_raw_or_ema_for_student_and_teacher(packed, tmp_path):
     import lightning as L
 
     from dlm.distill import base_method_hparams, distill_hp
@@ -182,12 +221,16 @@ def test_init_weights_take_the_ema_and_reset_the_teacher(packed, tmp_path):
 
     hp = distill_hp(base_method_hparams(str(tmp_path / "base.ckpt")), run_cfg("dcd", 1, T=8, transform="poly9"), 2)
     assert hp["algo_args"]["round"] == 2 and hp["model"] == {"size": "nano", "dropout": 0.0}
-    for weights, expected in (("ema", base.ema.shadow), ("raw", dict(base.method.backbone.named_parameters()))):
+    raw, ema = dict(base.method.backbone.named_parameters()), base.ema.shadow
+    # the original (DUO Alg. 1, SDTT): student and teacher both the raw weights, the default; DUO Alg. 2: EMA teacher
+    for weights, teacher, want_s, want_t in (("raw", None, raw, raw), ("ema", None, ema, ema),
+                                             ("raw", "ema", raw, ema), ("ema", "raw", ema, raw)):
         student = build_module(str(packed), hp)
-        load_init_weights(student, str(tmp_path / "base.ckpt"), weights)
+        load_init_weights(student, str(tmp_path / "base.ckpt"), weights, teacher)
+        teacher_params = dict(student.method.teacher.named_parameters())
         for name, p in student.method.backbone.named_parameters():
-            assert torch.equal(p, expected[name]), (weights, name)
-            assert torch.equal(p, dict(student.method.teacher.named_parameters())[name])
+            assert torch.equal(p, want_s[name]), (weights, name)
+            assert torch.equal(teacher_params[name], want_t[name]), (teacher, name)
             assert torch.equal(p, student.ema.shadow[name])  # the round's EMA restarts from the student
     with pytest.raises(ValueError, match="distils a udlm / duo / dcd model"):
         distill_hp({"algo": "mdlm"}, run_cfg("dcd", 1), 0)

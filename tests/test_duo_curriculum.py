@@ -20,6 +20,7 @@ from dlm.algos.duo import (
     gaussian_scales,
     load_cache_transform,
     log_truncated_mgf,
+    resolve_curriculum,
     sample_topk_input,
     top_order_statistics,
     topk_soft_input,
@@ -90,13 +91,13 @@ def test_topk_faithful_rule_matches_alpha_biased_rule_does_not(K, gammas):
     for gamma, alpha in zip(gammas, expected):
         x = torch.randint(0, K, (50, 1000), generator=g)
         state = g.get_state()
-        ids, weights, z = sample_topk_input(x, torch.full((50,), gamma), K, 2, 1e-3, g)
+        ids, weights, z = sample_topk_input(x, torch.full((50,), gamma), K, 2, 1e-3, g, latent="argmax")
         est, se = alpha_estimate(z == x, K)
         assert abs(est - alpha) < 4.5 * se, (gamma, est, alpha)
         biased = torch.where(ids[..., -1] == x, x, ids[..., 0])  # x0 if it took a top-k slot
         g_copy = torch.Generator().set_state(state)
-        _, _, z_orig = sample_topk_input(x, torch.full((50,), gamma), K, 2, 1e-3, g_copy, latent="in_topk")
-        assert torch.equal(z_orig, biased)  # `topk_latent: in_topk` is the original rule on the same draws
+        _, _, z_orig = sample_topk_input(x, torch.full((50,), gamma), K, 2, 1e-3, g_copy)
+        assert torch.equal(z_orig, biased)  # the default `topk_latent: in_topk` is the original rule on the same draws
         est_b, se_b = alpha_estimate(biased == x, K)
         assert est_b - alpha > 20 * se_b, (gamma, est_b, alpha)
         assert ((ids == x[..., None]).sum(-1) <= 1).all()  # x0 only ever in the last slot, once
@@ -104,6 +105,22 @@ def test_topk_faithful_rule_matches_alpha_biased_rule_does_not(K, gammas):
         assert (weights.max(-1).values >= 1.0 / (K + 1)).all()
     if K == 50258:  # the brief's numbers for the biased rule at gamma = -2.5: 0.306 instead of 0.238
         assert abs(est_b - 0.306) < 0.01 and abs(alpha - 0.238) < 1e-3
+
+
+def test_topk_latent_rules_on_hand_set_coordinates():
+    """The two latent rules on hand-set top-2 coordinates (k = 2): the original DUO++ rule (the default,
+    `in_topk`) takes x0 whenever the true coordinate displaces the 2nd noise value; ours (`argmax`) only when
+    it beats the 1st. Hand-derived: rows (true 0.9 > 0.8 > 0.5) -> x0 both; (0.6 between 0.8 and 0.5) -> x0
+    under in_topk, the 1st noise id under argmax; (0.1 < 0.5) -> the 1st noise id both."""
+    x = torch.tensor([[7, 7, 7]])  # (1, 3)
+    true_val = torch.tensor([[0.9, 0.6, 0.1]])
+    noise_vals = torch.tensor([[[0.8, 0.5]] * 3])  # (1, 3, 2) descending
+    noise_ids = torch.tensor([[[3, 4]] * 3])
+    sigma = torch.tensor([0.5])
+    _, _, z_orig = topk_soft_input(x, true_val, noise_vals, noise_ids, sigma, 1e-3, 49)
+    _, _, z_ours = topk_soft_input(x, true_val, noise_vals, noise_ids, sigma, 1e-3, 49, latent="argmax")
+    assert z_orig.tolist() == [[7, 7, 3]] and z_ours.tolist() == [[7, 3, 3]]
+    assert resolve_curriculum(None)["topk_latent"] == "in_topk"
 
 
 def full_and_topk(K: int, k: int, tau: float, gamma: float, B: int = 40, L: int = 500, seed: int = 2):
@@ -117,7 +134,7 @@ def full_and_topk(K: int, k: int, tau: float, gamma: float, B: int = 40, L: int 
     true_val = w.gather(-1, x[..., None]).squeeze(-1)  # (B, L)
     noise = w.scatter(-1, x[..., None], -math.inf)  # (B, L, K) true coordinate removed
     vals, nids = noise.topk(k, dim=-1)  # (B, L, k) descending
-    ids, weights, z = topk_soft_input(x, true_val, vals, nids, s, tau, K - 1)
+    ids, weights, z = topk_soft_input(x, true_val, vals, nids, s, tau, K - 1, latent="argmax")
     return x, w, true_val, vals, ids, weights, z
 
 

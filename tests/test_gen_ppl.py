@@ -237,3 +237,19 @@ def test_long_max_length_is_scored_in_context_chunks(judge):
     n = len(judge.tokenizer(long, add_special_tokens=False)["input_ids"])
     out = generative_perplexity([long], judge, batch_size=1, max_length=96)
     assert out["num_tokens"] == (64 - 1) + (min(n, 96) - 64 - 1)
+
+
+def test_semi_ar_samples_are_scored_over_their_whole_length(judge):
+    """MDLM scores 2048-token semi-AR samples over their whole length in chunks of the judge's context (here
+    64): `whole` keeps every token, hand-derived counts: a 150-token row gives (64 - 1) + (64 - 1) + (22 - 1)
+    targets (the first token of each chunk is context only) and the value equals scoring the three chunks as
+    separate texts; truncation at the context (the earlier rule) scores only the first 63."""
+    long = " ".join(["word"] * 150)
+    ids = judge.tokenizer(long, add_special_tokens=False)["input_ids"]
+    assert len(ids) == 150
+    out = generative_perplexity([long], judge, batch_size=1, whole=True)
+    assert out["num_tokens"] == 63 + 63 + 21 and out["num_truncated"] == 0 and out["max_length"] == 150
+    chunks = [judge.tokenizer.decode(ids[i:i + 64]) for i in range(0, 150, 64)]
+    ref_ppl, ref_n = reference(chunks, judge, 64, padding_eos=False)
+    assert ref_n == 147 and out["gen_ppl"] == pytest.approx(ref_ppl, rel=1e-5)
+    assert generative_perplexity([long], judge, batch_size=1)["num_tokens"] == 63

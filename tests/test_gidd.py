@@ -383,3 +383,44 @@ def test_registry_defaults_match_schema(module_factory):
     assert set(props["loss_weighting"]["enum"]) == {"none", "clip", "dynamic"}
     with pytest.raises(ValueError):
         module_factory("gidd", loss_weighting="snr")
+
+
+# --- the paper's conventions (docs/conventions.md) ----------------------------------------------------
+
+def test_default_dynamic_weighting_is_the_paper_era_code():
+    """The GIDD paper's numbers and checkpoints (March 2025) come from the v1.0 code: max_loss_weight 1 and the
+    clean weight B_v1.0 * exp(-lambda_t / 2) with the true log-SNR lambda_t = log(alpha / (1 - alpha)), where
+    B_v1.0 = 1 / (1 + (1 - p) / p * V / 2). v1.1 (June 2025: max 2, sigmoid(-t) in place of the log-SNR) is not
+    the default. Hand-derived at V = 50258, p_u = 0.1, t = 0.3: the v1.0 code's weights against ours."""
+    V, p, t = 50258, 0.1, 0.3
+    s = HybridSchedule(V, MASK, p)
+    tt = torch.full((3,), t, dtype=torch.float64)
+    x, z = torch.full((3, 1), 5), torch.tensor([[MASK], [7], [5]])
+    ours = training_weights(s.elbo_weights(tt, z, x), tt, z, x, s, "dynamic", 0.0, 1.0).flatten().tolist()
+    a = s.alpha(tt[:1]).item()
+    b_v10 = 1.0 / (1.0 + (1 - p) / p * V / 2)
+    clean_v10 = b_v10 * math.exp(0.5 * math.log((1 - a) / a))  # v1.0: x_scale = B exp(gamma/2 * (-lambda))
+    assert ours[:2] == [1.0, 1.0]  # mask 2 and noise 1, clipped at the v1.0 config's max_loss_weight 1
+    assert ours[2] == pytest.approx(clean_v10, rel=1e-4)
+    clean_v11 = s.B / V * math.exp(0.5 / (1 + math.exp(t)))  # v1.1: B / V exp(gamma/2 * sigmoid(-t))
+    assert abs(clean_v11 / clean_v10 - 1) > 0.3  # a different rule, not a rounding of ours
+    assert GIDD(vocab_size=8, block_length=4, special_ids={"mask": 1}, tokenizer_dir="-", model={"size": "nano"},
+                p_uniform=0.1, loss_weighting="dynamic").max_loss_weight == 1.0
+
+
+def test_gidd_runs_train_without_dropout_or_ema_by_default():
+    """The original GIDD has no dropout and no EMA: a gidd run gets both off between train_defaults and its own
+    entry (dlm.config.METHOD_TRAINING); other methods keep train_defaults; a run's own setting wins."""
+    from dlm.config import apply_defaults, resolve_run
+
+    root = Path(__file__).resolve().parents[1]
+    for name, gidd_runs in (("config/config.yaml", ["gidd", "gidd_pu01"]), ("config/paper/owt.yaml", ["gidd_pu0"])):
+        cfg = apply_defaults(yaml.safe_load((root / name).read_text()), str(root / "config" / "schema.yaml"))
+        for run in gidd_runs:
+            hp = resolve_run(cfg, run)
+            assert (hp["model"]["dropout"], hp["trainer"]["ema"]) == (0.0, 0.0)
+        mdlm = resolve_run(cfg, "mdlm")
+        assert (mdlm["model"]["dropout"], mdlm["trainer"]["ema"]) == (cfg["train_defaults"]["model"]["dropout"],
+                                                                      cfg["train_defaults"]["trainer"]["ema"])
+    cfg["runs"]["gidd_pu0"]["trainer"]["ema"] = 0.9999  # ours: EMA as the MDLM / DUO runs, set on the run
+    assert resolve_run(cfg, "gidd_pu0")["trainer"]["ema"] == 0.9999

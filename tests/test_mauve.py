@@ -100,6 +100,7 @@ def test_heldout_against_heldout_is_near_one(work, minilm, tmp_path):
     assert out["mauve"] > 0.8, out["mauve_per_seed"]
     assert len(out["mauve_per_seed"]) == len(SEEDS) and out["mauve"] == pytest.approx(np.mean(out["mauve_per_seed"]))
     assert out["mauve_std"] == pytest.approx(np.std(out["mauve_per_seed"], ddof=1))
+    assert out["mauve_seed25"] == out["mauve_per_seed"][SEEDS.index(25)]  # the papers' one k-means run
 
 
 def test_unrelated_corpus_is_near_zero(work, minilm, pydoc_samples, tmp_path):
@@ -196,6 +197,20 @@ def test_remdm_table_shows_mauve_with_its_spread(tmp_path):
     assert "mauve" in pd.read_csv(tmp_path / "remdm.csv").columns
     plain = remdm_table([str(p) for p in gens], str(tmp_path / "plain"))  # without MAUVE JSONs: no column
     assert "mauve" not in plain.columns
+    # the papers' protocol (k-means seed 25) beside the mean: the paper's value is compared with it
+    for path, v25 in zip(mauves, (0.25, 0.55)):
+        path.write_text(json.dumps({**json.loads(path.read_text()), "mauve_seed25": v25, "num_samples": 5000}))
+    paper = tmp_path / "paper.yaml"
+    paper.write_text("tolerance: {mauve: {absolute: 0.05}}\nvalues:\n  - {dataset: owt, table: remdm, run: mdlm, "
+                     "sampler: remdm_loop, steps: 32, metric: mauve, value: 0.56, source: ReMDM}\n")
+    agg = remdm_table([str(p) for p in gens], str(tmp_path / "p25"), mauve_jsons=[str(p) for p in mauves],
+                      paper_values=str(paper), dataset="owt")
+    cols = list(agg.columns)
+    assert cols.index("mauve_seed25") + 1 == cols.index("mauve") == cols.index("gen_ppl") - 1
+    row = agg.set_index("sampler").loc["remdm_loop"]
+    assert (row["mauve_seed25"], row["mauve"], row["mauve_n"]) == (0.55, pytest.approx(0.6), 5000)
+    assert row["mauve_dev"] == pytest.approx(-0.01) and row["mauve_flag"] == "within ±0.05"  # 0.55 vs 0.56, not 0.6
+    assert "MAUVE (seed 25)" in (tmp_path / "p25.md").read_text()
 
 
 def test_causal_lm_featurizer_matches_mauve_text(tmp_path):

@@ -102,7 +102,13 @@ def test_sigma_t_stays_in_its_valid_range(module_factory):
                     sig, smax = sigma_t(strategy, a_t, a_s, eta=eta, confidence=conf, in_loop=in_loop, b_t=b)
                     assert 0.0 <= float(smax) <= 1.0
                     assert float(smax) <= float((1 - a_s) / a_t) * (1 + 1e-12)
-                    assert bool((sig >= 0).all()) and bool((sig <= smax * (1 + 1e-12)).all()), (strategy, eta)
+                    assert bool((sig >= 0).all())
+                    if strategy in ("cap", "rescale", "conf"):  # bounded by construction
+                        assert bool((sig <= smax * (1 + 1e-12)).all()), (strategy, eta)
+                    else:  # FB / DFM / loop: the original's sigma, not clipped at sigma_max
+                        want = {"fb": (a_s - a_t) / a_t, "dfm": b * (a_s - a_t) / a_t,
+                                "loop": eta if in_loop else 0.0}[strategy]
+                        assert float(sig) == pytest.approx(float(want), rel=1e-12, abs=1e-300)
                     n_checked += 1
                 if strategy == "cap":
                     assert float(sig) == pytest.approx(min(eta, float(smax)))
@@ -114,6 +120,52 @@ def test_sigma_t_stays_in_its_valid_range(module_factory):
     assert n_checked > 500
     one = torch.tensor(1.0, dtype=torch.float64)
     assert float(sigma_max(torch.tensor(0.0, dtype=torch.float64), one)) == 1.0  # alpha_t = 0 convention
+
+
+def test_forward_backward_last_step_remasks_one_in_T_minus_1(module_factory):
+    """The original FB step on the last grid step t = 1e-5 + dt -> s = 1e-5 (T = 8): sigma = (alpha_s - alpha_t)
+    / alpha_t = dt (1 - eps) / alpha_t ~ 1/7 = 1/(T - 1), far above sigma_max = (1 - alpha_s)/alpha_t ~ 1.1e-5: every
+    unmasked token is remasked with probability 1/7 (the final noise removal then fills it by argmax) and every
+    [MASK] unmasks (its probability, above 1, is clipped at 1 as the original's categorical draw does)."""
+    from dlm.sampling.common import Conditioning
+    from dlm.sampling.remdm import remdm_update
+
+    sched = module_factory("mdlm", vocab_size=K, block_length=L).schedule
+    T = 8
+    ts = torch.linspace(1.0, 1e-5, T + 1, dtype=torch.float64)
+    a_t, a_s = sched.alpha(ts[-2]), sched.alpha(ts[-1])
+    sig, smax = sigma_t("fb", a_t, a_s)
+    assert float(sig) == pytest.approx(float((1 - 1e-3) * (ts[-2] - ts[-1]) / a_t), rel=1e-12)
+    assert abs(float(sig) - 1 / (T - 1)) < 2e-3 and float(smax) < 2e-5
+    n, length = 400, 50
+    z = torch.randint(2, K, (n, length), generator=gen(3))
+    z[:, :5] = MASK
+    probs = torch.full((1, K), 1.0 / (K - 1), dtype=torch.float64)
+    probs[0, MASK] = 0.0
+
+    def x_theta(z_, t_, rows):
+        return probs.expand(int(rows.sum()), K)
+
+    cond = Conditioning(torch.zeros_like(z), torch.zeros_like(z, dtype=torch.bool))
+    out, unmask, remask, _ = remdm_update(z, x_theta, ts[-2], a_t, a_s, sig, gen(4), cond, MASK)
+    assert unmask[:, :5].all()  # p_unmask > 1, clipped
+    frac = remask[:, 5:].double().mean().item()
+    se = math.sqrt(float(sig) * (1 - float(sig)) / (n * (length - 5)))
+    assert abs(frac - float(sig)) < 4 * se and frac > 0.1
+
+
+def test_loop_boundary_steps_as_the_original():
+    """ReMDM-loop, t_on = 0.55, t_off = 0.05, alpha_on = 0.9, alpha(1) = 0 (the code's): the original takes a step's
+    phase from its start time. Hand-derived: 0.56 -> 0.54 stays on the phase-1 line (0.44 * 0.9 / 0.45 = 0.88 ->
+    0.46 * 0.9 / 0.45 = 0.92, past alpha_on); 0.06 -> 0.04 is a loop step (0.9 -> 0.9); 0.04 -> 0.02 starts on the
+    phase-3 line (1 - 0.04 * 0.1 / 0.05 = 0.92 -> 0.96). `boundary: continuous` (ours) puts each time on its own
+    line: 0.88 -> 0.9 and 0.9 -> 0.92."""
+    args = (0.0, 0.55, 0.05, 0.9)
+    orig = [(loop_alpha(t, *args, phase_of=t), loop_alpha(s, *args, phase_of=t))
+            for t, s in ((0.56, 0.54), (0.06, 0.04), (0.04, 0.02))]
+    assert orig == [pytest.approx((0.88, 0.92)), pytest.approx((0.9, 0.9)), pytest.approx((0.92, 0.96))]
+    cont = [(loop_alpha(t, *args), loop_alpha(s, *args)) for t, s in ((0.56, 0.54), (0.06, 0.04))]
+    assert cont == [pytest.approx((0.88, 0.9)), pytest.approx((0.9, 0.92))]
 
 
 def test_loop_alpha_is_continuous_and_monotone():

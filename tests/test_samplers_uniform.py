@@ -137,6 +137,26 @@ def test_kappa_schedule_per_mode():
         psi_kappas(ts, sched, ["constant-1.5", "pure-pc", "pure-pc"])
 
 
+def test_segment_fractions_matter_for_equal_modes():
+    """Every ReMDM-style segment ends with κ = 1, so three equal max-rescale segments are not one: with the
+    catalogue's fractions (0.45, 0.5) on 21 grid points (segments of 9, 10 and 2 points, banker's rounding)
+    κ = 1 at points 8, 18 and 20; with DUO++'s duo_max_rescale_eta.sh fractions (0, 0) only at the last point
+    (one segment), which the paper config's duo_max_rescale uses."""
+    import yaml
+    from pathlib import Path
+
+    sched = LogLinear(1e-3)
+    ts = torch.linspace(1.0, 1e-5, 21, dtype=torch.float64)
+    modes = ["max-rescale"] * 3
+    split = psi_kappas(ts, sched, modes, eta=0.05, high_frac=0.45, middle_frac=0.5)
+    one = psi_kappas(ts, sched, modes, eta=0.05, high_frac=0.0, middle_frac=0.0)
+    assert [i for i, k in enumerate(split.tolist()) if k == 1] == [8, 18, 20]
+    assert [i for i, k in enumerate(one.tolist()) if k == 1] == [20]
+    owt = yaml.safe_load((Path(__file__).resolve().parents[1] / "config/paper/owt.yaml").read_text())
+    v = owt["sampling"]["variants"]["duo_max_rescale"]
+    assert (v["high_frac"], v["middle_frac"], v["time_profile"], v["eta"]) == (0.0, 0.0, "linear", 0.05)
+
+
 def test_loop_time_profile():
     sched = LogLinear(1e-3)
     ts = psi_time_grid(sched, 256, "linear-constant-linear", loop_alpha=0.9)

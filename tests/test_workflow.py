@@ -245,7 +245,8 @@ def test_smoke_run_end_to_end(smoke_work, tmp_path):
     zs = pd.read_csv(res / "tables" / "zero_shot.csv")
     held_out = yaml.safe_load(Path(SMOKE).read_text())["corpus"]["name"]
     assert sorted(zs["run"]) == sorted(zs_cfg["runs"]) and set(zs["source"]) == {"ours"}
-    assert list(zs.columns[3:]) == [c for name in [held_out, *zs_cfg["corpora"]] for c in (name, f"{name}_se")]
+    assert list(zs.columns[4:]) == [c for name in [held_out, *zs_cfg["corpora"]] for c in (name, f"{name}_se")]
+    assert zs.columns[3] == "eos" and set(zs["eos"]) == {"yes"}  # ar and mdlm: MDLM's code puts EOS between documents
     for corpus in zs_cfg["corpora"]:
         assert (zs[held_out] < zs[corpus]).all(), (corpus, zs)
         assert (zs.loc[zs["algo"] != "ar", f"{corpus}_se"] > 0).all()
@@ -377,6 +378,9 @@ def test_smoke_run_end_to_end(smoke_work, tmp_path):
         assert not (res / "eval" / run / f"mauve_{name}.json").exists(), name
     assert json.loads((res / "eval" / "mdlm" / "mauve_mdlm_semi_ar_T4_s0.json").read_text())["settings"][
         "sample_length"] == 48  # longer than a block: compared with whole 32-token blocks
+    semi = json.loads((res / "eval" / "mdlm" / "gen_mdlm_semi_ar_T4_s0.json").read_text())
+    assert semi["whole"] and semi["num_truncated"] == 0  # gen PPL over the whole 48 tokens, as MDLM
+    assert not json.loads((res / "eval" / "mdlm" / "gen_remdm_conf_T4_s0.json").read_text())["whole"]
     ref = json.loads((res / "eval" / "reference" / "mauve_heldout.json").read_text())
     assert (ref["run"], ref["algo"]) == ("reference", "data") and 0 < ref["mauve"] <= 1
     held = [json.loads(x)["block"] for x in (res / "samples" / "reference" / "heldout.jsonl").read_text().splitlines()]

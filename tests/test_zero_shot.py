@@ -340,6 +340,47 @@ def test_config_keys_are_validated_and_documented():
     assert all("description" in v for v in described.values())
 
 
+def test_zero_shot_eos_follows_each_runs_original_code():
+    """Per run, not one switch: the original DUO zero-shot scripts pack without EOS between documents
+    (data.insert_valid_eos=False) for UDLM / DUO (and DCD, a distilled DUO); MDLM's code, which produced the AR /
+    SEDD / MDLM rows, appends one. true / false is one setting for all; insert_eos_by_run overrides single runs
+    (by run or by the config entry of a training seed)."""
+    import yaml
+
+    from dlm.config import ConfigError, check_config, expand_seeds, zero_shot_insert_eos
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = yaml.safe_load((root / "config" / "config.yaml").read_text())
+    group = expand_seeds(cfg)
+    eos = {r: zero_shot_insert_eos(cfg, r, group[r]) for r in cfg["runs"]}
+    no_eos = {r for r in cfg["runs"] if cfg["runs"][r]["algo"] in ("udlm", "duo", "dcd")}
+    assert {"udlm", "duo", "duo_s2", "duo_pp", "duo_dcd"} <= no_eos  # the default's DUO family, seeds included
+    assert {r for r, e in eos.items() if not e} == no_eos
+    assert eos["ar"] and eos["mdlm"] and eos["sedd"] and eos["mdlm_sdtt"] and eos["gidd"]
+    cfg["zero_shot"]["insert_eos"] = True
+    assert all(zero_shot_insert_eos(cfg, r) for r in cfg["runs"])
+    cfg["zero_shot"].update(insert_eos=False, insert_eos_by_run={"mdlm": True, "duo": True})
+    assert zero_shot_insert_eos(cfg, "mdlm") and zero_shot_insert_eos(cfg, "duo_s2", "duo")
+    assert not zero_shot_insert_eos(cfg, "ar")
+    bad = yaml.safe_load((root / "config" / "config.yaml").read_text())
+    bad["zero_shot"]["insert_eos_by_run"] = {"nope": False}
+    with pytest.raises(ConfigError, match=r"zero_shot.insert_eos_by_run.nope': unknown run"):
+        check_config(bad, str(root / "config" / "schema.yaml"))
+
+
+def test_table_shows_each_runs_zero_shot_packing(tmp_path):
+    from dlm.report.zero_shot_table import zero_shot_table
+
+    zs, val = _jsons(tmp_path, [("mdlm", "mdlm", (20.0, 0.5), {"ptb": (95.0, 1.0)}),
+                                ("duo", "duo", (25.0, 0.5), {"ptb": (90.0, 1.0)})])
+    for path, eos in zip(zs, (True, False)):
+        path.write_text(json.dumps({**json.loads(path.read_text()), "insert_eos": eos}))
+    df = zero_shot_table(zs, val, tmp_path / "t", in_domain="owt")
+    assert list(df.columns[:4]) == ["source", "run", "algo", "eos"]
+    assert dict(zip(df["run"], df["eos"])) == {"mdlm": "yes", "duo": "no"}
+    assert "EOS: whether the corpora were packed" in (tmp_path / "t.tex").read_text()
+
+
 # ----------------------------------------------------------------------------------------------- DAG
 def _dry(tmp_path, *configs):
     import os
@@ -366,6 +407,7 @@ def test_dag_scores_every_run_but_the_judge_and_checks_zero_shot_runs(tmp_path):
     jobs = {m.group(1) for m in re.finditer(r"results/eval/(\w+)/zero_shot\.json", res.stdout)}
     assert jobs == set(runs) - {"judge"} and "duo_s2" in jobs
     assert "rule table_zero_shot:" in res.stdout and res.stdout.count("rule zero_shot_pack:") == 3
+    assert res.stdout.count("rule zero_shot_pack_noeos:") == 3  # udlm / duo / duo_pp / duo_dcd read these
     bad = tmp_path / "bad.yaml"
     bad.write_text("zero_shot: {runs: [mdlm, nope]}\n")
     res = _dry(tmp_path, default, bad)

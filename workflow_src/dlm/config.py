@@ -29,11 +29,11 @@ SAMPLER_CATALOG: dict[str, dict] = {
     "d3pm_ancestral": {"algos": ("d3pm",), "settings": {}},
     "sedd_analytic": {"algos": ("sedd",) + MASKED + ("sdtt",), "settings": {}},
     "sedd_euler": {"algos": ("sedd",), "settings": {}},
-    "remdm_cap": {"algos": MASKED + ("sdtt",), "settings": {"eta": 0.008}},
+    "remdm_cap": {"algos": MASKED + ("sdtt",), "settings": {"eta": 0.04}},  # the ReMDM paper's T < L (script: 0.008)
     "remdm_rescale": {"algos": MASKED + ("sdtt",), "settings": {"eta": 0.015}},
     "remdm_conf": {"algos": MASKED + ("sdtt",), "settings": {}},
     "remdm_loop": {"algos": MASKED + ("sdtt",), "settings": {"eta": 0.02, "t_on": 0.55, "t_off": 0.05,
-                                                              "alpha_on": 0.9}},
+                                                              "alpha_on": 0.9, "boundary": "original"}},
     "remdm_fb": {"algos": MASKED + ("sdtt",), "settings": {}},
     "remdm_dfm": {"algos": MASKED + ("sdtt",), "settings": {}},
     "duo_ancestral": {"algos": UNIFORM, "settings": {}},
@@ -162,8 +162,32 @@ ALGO_ARGS: dict[str, tuple[str, ...]] = {
     "duo": ("curriculum",),
     "gidd": ("p_uniform", "loss_weighting", "min_loss_weight", "max_loss_weight", "t_eps"),
     "dcd": ("T", "round", "gamma_min", "gamma_max", "loss_type", "transform"),
-    "sdtt": ("T", "round", "loss_type"),
+    "sdtt": ("T", "round", "loss_type", "teacher_grid"),
 }
+
+
+# zero-shot packing (docs/conventions.md): the methods whose zero-shot rows the originals computed WITHOUT an EOS
+# between documents -- DUO's scripts/zero_shot_*.sh set data.insert_valid_eos=False for DUO and UDLM (and DCD,
+# a distilled DUO); MDLM's code, which produced the AR / SEDD / MDLM rows, appends EOS after every document.
+ZERO_SHOT_NO_EOS_ALGOS = ("udlm", "duo", "dcd")
+
+
+def zero_shot_insert_eos(config: dict, run: str, group: str | None = None) -> bool:
+    """Whether run `run`'s zero-shot corpora are packed with an EOS after every document (wrap packing).
+
+    `zero_shot.insert_eos_by_run` names single runs (the run, or `group`: the config entry a training-seed
+    run came from); otherwise `zero_shot.insert_eos`: ``original`` (the default) follows the original code of
+    the run's method (no EOS for ZERO_SHOT_NO_EOS_ALGOS, EOS for every other method), true / false is one
+    setting for every run."""
+    zs = config.get("zero_shot") or {}
+    by_run = zs.get("insert_eos_by_run") or {}
+    for name in (run, group):
+        if name in by_run:
+            return bool(by_run[name])
+    rule = zs.get("insert_eos", "original")
+    if isinstance(rule, bool):
+        return rule
+    return resolve_run(config, run)["algo"] not in ZERO_SHOT_NO_EOS_ALGOS
 
 
 # which runs a distillation algo takes as its base model
@@ -276,6 +300,9 @@ def _cross_checks(config: dict) -> list[str]:
             elif resolve_run(config, base)["algo"] not in DISTILL_FROM[algo]:
                 out.append(f"key 'runs.{name}.distill.from': value {base!r} is invalid: algo {algo!r} distils a "
                            f"run of algo {list(DISTILL_FROM[algo])}, not {resolve_run(config, base)['algo']!r}")
+    for name in (config.get("zero_shot", {}).get("insert_eos_by_run") or {}):
+        if name not in runs:
+            out.append(f"key 'zero_shot.insert_eos_by_run.{name}': unknown run; expected one of {sorted(runs)}")
     judge = config.get("evaluation", {}).get("judge")
     if judge in runs and resolve_run(config, judge)["algo"] != "ar":
         out.append(f"key 'evaluation.judge': value {judge!r} is invalid: the judge run must have algo 'ar'")
@@ -359,17 +386,34 @@ def plan_jobs(config: dict) -> dict[tuple[str, str, int, int], dict[str, int]]:
     return jobs
 
 
-def resolve_run(config: dict, name: str) -> dict[str, Any]:
-    """train_defaults merged with runs[name] (dict values merged one level deep; the run wins)."""
-    if name not in config.get("runs", {}):
-        raise ConfigError(f"unknown run {name!r}; expected one of {sorted(config.get('runs', {}))}")
-    merged = copy.deepcopy(config.get("train_defaults", {}))
-    for key, value in config["runs"][name].items():
+# Training settings of a method's original code that differ from the MDLM / DUO family's (docs/conventions.md):
+# they sit between train_defaults and the run's own entry, so a run keeps its method's original convention unless
+# its own entry says otherwise. GIDD (dvruette/gidd) trains its DiT without dropout and keeps no EMA of the weights.
+METHOD_TRAINING: dict[str, dict[str, dict]] = {
+    "gidd": {"model": {"dropout": 0.0}, "trainer": {"ema": 0.0}},
+}
+
+
+def _merge(merged: dict, entry: dict) -> dict:
+    for key, value in entry.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = {**merged[key], **value}
+            merged[key] = {**merged[key], **copy.deepcopy(value)}
         else:
             merged[key] = copy.deepcopy(value)
     return merged
+
+
+def resolve_run(config: dict, name: str) -> dict[str, Any]:
+    """train_defaults, then the method's original training settings (METHOD_TRAINING), then runs[name] (dict
+    values merged one level deep; the run wins)."""
+    if name not in config.get("runs", {}):
+        raise ConfigError(f"unknown run {name!r}; expected one of {sorted(config.get('runs', {}))}")
+    entry = config["runs"][name]
+    merged = copy.deepcopy(config.get("train_defaults", {}))
+    algo = entry.get("algo", merged.get("algo"))
+    if not entry.get("import"):  # an imported run is not trained
+        _merge(merged, METHOD_TRAINING.get(algo, {}))
+    return _merge(merged, entry)
 
 
 # not filled with schema defaults: run entries inherit train_defaults (through `resolve_run`), and each

@@ -5,9 +5,12 @@ arXiv 2410.21035, for sdtt) as an ordinary training job:
 
 Round k (0-based) trains the student with step dt = 2^k / T, starting from `init_ckpt` (round 0:
 the base run's final.ckpt, algo udlm/duo for dcd or mdlm for sdtt; round k: round k-1's output).
-The student starts from that checkpoint's EMA weights, the teacher is a frozen copy of it for the
-whole round (the paper's teacher := student at the start of each round), the run's EMA restarts
-from it, and the output checkpoint carries the new EMA (the paper returns theta_ema).
+The student continues from that checkpoint's raw weights and the teacher is a frozen copy of them for the
+whole round (`student` / `teacher` "raw": the original DUO and SDTT code, where the teacher := the raw
+student every 10k steps, DUO Alg. 1); `teacher: ema` takes the checkpoint's EMA weights as the teacher
+(DUO Alg. 2, `algo.teacher_ema=True`; DUO Table 6 compares both) and `student: ema` starts the student from
+them too (our earlier default). The run's EMA restarts from the student, and the output checkpoint carries
+the new EMA (the paper returns theta_ema).
 
 The run's hyper-parameters are converted from the base checkpoint: same backbone (model), noise
 schedule and time conditioning, new algo and its algo_args (T, loss_type, ...; `round` is set to
@@ -68,7 +71,8 @@ def distill_hp(base: dict, hp: dict, round_k: int) -> dict:
 
 
 def distill_round(init_ckpt: str, out_ckpt: str, data_dir: str, run_dir: str, hp: dict, round_k: int,
-                  threads: int | None = None, integral_path: str | None = None, init_weights: str = "ema") -> dict:
+                  threads: int | None = None, integral_path: str | None = None, init_weights: str = "raw",
+                  teacher: str = "raw") -> dict:
     """Train distillation round `round_k` from `init_ckpt` and write `out_ckpt`; returns the run's settings."""
     base = base_method_hparams(init_ckpt)
     meta = read_meta(data_dir)
@@ -77,6 +81,8 @@ def distill_round(init_ckpt: str, out_ckpt: str, data_dir: str, run_dir: str, hp
             raise ValueError(f"{init_ckpt} has {key}={base[key]} but the data {data_dir} has {meta[key]}")
     integral = integral_path if hp.get("algo") == "dcd" else None  # DCD reads the integral cache; SDTT does not
     run = with_integral(distill_hp(base, hp, round_k), integral)
-    log.info("%s round %d from %s (%s): dt = 2^%d / T", run["algo"], round_k, init_ckpt, base["algo"], round_k)
-    train(data_dir, out_ckpt, run_dir, run, threads=threads, init_ckpt=init_ckpt, init_weights=init_weights)
+    log.info("%s round %d from %s (%s): dt = 2^%d / T; student %s, teacher %s weights", run["algo"], round_k,
+             init_ckpt, base["algo"], round_k, init_weights, teacher)
+    train(data_dir, out_ckpt, run_dir, run, threads=threads, init_ckpt=init_ckpt, init_weights=init_weights,
+          teacher_weights=teacher)
     return run

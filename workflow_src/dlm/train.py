@@ -236,24 +236,32 @@ def build_module(data_dir: str, hp: dict) -> LitMethod:
     return LitMethod(method, optim=hp.get("optim"), ema=tr["ema"], max_steps=tr["max_steps"], seed=tr["seed"])
 
 
-def load_init_weights(module: LitMethod, path: str, weights: str = "ema") -> None:
-    """Start a run from another run's checkpoint (distillation, `dlm.distill`): the backbone gets its
-    EMA weights (`weights="ema"`; the raw weights if it has no EMA, e.g. an imported checkpoint) or
-    its raw weights (`"raw"`), the run's EMA restarts from them, and a method with a teacher
-    (dcd, sdtt) resets it to a frozen copy of the student."""
-    if weights not in ("ema", "raw"):
-        raise ValueError(f"init weights must be 'ema' or 'raw', got {weights!r}")
+def load_init_weights(module: LitMethod, path: str, weights: str = "raw", teacher: str | None = None) -> None:
+    """Start a run from another run's checkpoint (distillation, `dlm.distill`): the backbone gets its raw
+    weights (`weights="raw"`, the original DUO / SDTT code, which keeps training the same student) or its EMA
+    weights (`"ema"`; the raw ones if it has no EMA, e.g. an imported checkpoint); the run's EMA restarts from
+    them. A method with a teacher (dcd, sdtt) gets a frozen copy of the checkpoint's `teacher` weights ("raw":
+    the original's teacher := student, DUO Alg. 1; "ema": DUO Alg. 2's EMA teacher; None: as `weights`)."""
+    teacher = weights if teacher is None else teacher
+    for what, value in (("init weights", weights), ("teacher weights", teacher)):
+        if value not in ("ema", "raw"):
+            raise ValueError(f"{what} must be 'ema' or 'raw', got {value!r}")
     ckpt = load_checkpoint(path)
     prefix = "method.backbone."
-    state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
-    if weights == "ema" and "ema" in ckpt:
-        state.update(ckpt["ema"]["shadow"])
-    module.method.backbone.load_state_dict(state)
+    raw = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+
+    def state(kind: str) -> dict:
+        return {**raw, **ckpt["ema"]["shadow"]} if kind == "ema" and "ema" in ckpt else raw
+
+    if hasattr(module.method, "reset_teacher"):
+        module.method.backbone.load_state_dict(state(teacher))
+        module.method.reset_teacher()
+    module.method.backbone.load_state_dict(state(weights))
     if module.ema is not None:
         module.ema = EMA(module.method.backbone, module.ema.decay)
-    if hasattr(module.method, "reset_teacher"):
-        module.method.reset_teacher()
-    log.info("initialised from %s (%s weights)", path, weights if "ema" in ckpt else "raw")
+    have = "ema" in ckpt
+    log.info("initialised from %s (student: %s weights, teacher: %s weights)", path, weights if have else "raw",
+             teacher if have else "raw")
 
 
 class SafeCheckpointIO(TorchCheckpointIO):
@@ -301,17 +309,18 @@ def with_integral(hp: dict, integral_path: str | os.PathLike | None) -> dict:
 
 
 def checkpoint_dir(run_dir: str | os.PathLike, hp: dict, data_dir: str, init_ckpt: str | None = None,
-                   init_weights: str = "ema") -> Path:
+                   init_weights: str = "raw", teacher_weights: str | None = None) -> Path:
     """Where a run keeps last.ckpt: run_dir/checkpoints/<hash of its settings, data and starting checkpoint>, so
     that only a run with the same settings and data resumes (a changed config starts afresh)."""
     key = {"hp": hp, "data": read_meta(data_dir)}
     if init_ckpt is not None:  # a different starting checkpoint is a different run
-        key["init"] = [sha256_file(init_ckpt), init_weights]
+        key["init"] = [sha256_file(init_ckpt), init_weights] + ([teacher_weights] if teacher_weights else [])
     return Path(run_dir) / "checkpoints" / config_hash(key)
 
 
 def train(data_dir: str, out_ckpt: str, run_dir: str, hp: dict, threads: int | None = None,
-          init_ckpt: str | None = None, init_weights: str = "ema", callbacks: list | None = None) -> None:
+          init_ckpt: str | None = None, init_weights: str = "raw", teacher_weights: str | None = None,
+          callbacks: list | None = None) -> None:
     """Train (or resume) one run and write `out_ckpt`. On SIGUSR1/SIGTERM it saves `last.ckpt` at the end of
     the optimiser step in flight and exits with `PREEMPTED_EXIT` (dlm.resume); rerunning resumes exactly.
     In a Slurm job with a time limit it stops by itself shortly before the limit, saves and requeues the job
@@ -323,10 +332,10 @@ def train(data_dir: str, out_ckpt: str, run_dir: str, hp: dict, threads: int | N
     L.seed_everything(tr["seed"], workers=True)
     module = build_module(data_dir, hp)
     if init_ckpt is not None:
-        load_init_weights(module, init_ckpt, init_weights)
+        load_init_weights(module, init_ckpt, init_weights, teacher_weights)
     gpu = torch.cuda.is_available()
     precision = tr["precision"] if tr["precision"] != "auto" else ("bf16-mixed" if gpu else "32-true")
-    ckpt_dir = checkpoint_dir(run_dir, hp, data_dir, init_ckpt, init_weights)
+    ckpt_dir = checkpoint_dir(run_dir, hp, data_dir, init_ckpt, init_weights, teacher_weights)
     last = ckpt_dir / "last.ckpt"
     done_steps = int(load_checkpoint(last)["global_step"]) if last.exists() else 0
     # checkpoints are written at optimiser-step boundaries: each rank has consumed global_step x accumulate batches

@@ -7,7 +7,10 @@ One distillation round n (a separate training job, see `dlm.distill`), with step
          t <- min(t + dt, 1),   s = t - dt.
   2. Curriculum log-SNR, linear in time: gamma_t = gamma_min + t (gamma_max - gamma_min) (same for s);
      discrete alpha_t = T(alpha~_t) by the Diffusion Transformation (DUO eqs. 10-12) from the
-     integral cache (`transform: cache`, the pipeline's `integral_path`) or the poly9 fit.
+     integral cache (`transform: cache`, the pipeline's `integral_path`) or the poly9 fit. The cache
+     is read at the NEAREST grid point, alpha = (K I(gamma) - 1) / (K - 1): the original's
+     `_gamma_to_alphat_integral` (s-sahoo/duo 4925052, April 2026, fixed the call of an undefined
+     `_gamma_to_alphat` in `Distillation.nll`, which could not run before), both for t and for s.
   3. ONE Gaussian draw eps ~ N(0, I_K) per token for both times (the deterministic, DDIM-like path
      of the Gaussian process under the optimal denoiser, DUO Sec. 4.3):
          w_t = alpha~_t onehot(x) + sigma~_t eps,   w_s = alpha~_s onehot(x) + sigma~_s eps,
@@ -15,7 +18,8 @@ One distillation round n (a separate training job, see `dlm.distill`), with step
      argmax w = argmax(eps + mu onehot(x)) with mu = alpha~ / sigma~ = exp(-gamma / 2) increasing as
      t decreases, so along the path each token flips at most once (from the noise argmax to x).
   4. Student: log x_theta(z_t; sigma = -log alpha_t) with gradients.
-     Teacher (frozen copy of the student at the start of the round): log x_theta-(z_s; -log alpha_s).
+     Teacher (frozen copy of the student's raw weights at the start of the round, DUO Alg. 1; or of its
+     EMA weights with `distill.teacher: ema`, Alg. 2): log x_theta-(z_s; -log alpha_s).
   5. Per-token loss, averaged over valid tokens:
          kl-bwd (default, DUO eq. 23): KL(student || teacher) = sum_v p_stu (log p_stu - log p_tea)
          kl-fwd:                       KL(teacher || student).
@@ -33,11 +37,12 @@ student's device on first use).
 Deviations from the original code (s-sahoo/duo, ch-1 `Distillation`):
   * Each round is its own job starting from the previous round's checkpoint (the original runs all
     rounds in one job and copies student -> teacher every `update_teacher_every` steps), so AdamW
-    state and the LR warm-up restart at every round; the student starts from the EMA weights of the
-    previous checkpoint by default (see `dlm.train.load_init_weights`), with a fresh EMA.
+    state and the LR warm-up restart at every round. As in the original, the student continues from
+    the raw weights and the teacher is their copy (`distill.student` / `distill.teacher`: raw, see
+    `dlm.train.load_init_weights`); the EMA restarts each round from the student with the run's decay
+    (the original restores the base checkpoint's EMA, decay 0.9999 included, and keeps it across rounds).
   * The teacher runs in eval mode (no dropout) and under the run's precision (no fp32 autocast).
-  * alpha from the cache is linearly interpolated (as in our DUO), not nearest-neighbour.
-  * No `linear_growth_dt`, `teacher_ema` or float64 loss options.
+  * No `linear_growth_dt` or float64 loss options (`teacher_ema` is `distill.teacher: ema`).
 """
 
 from __future__ import annotations

@@ -25,10 +25,11 @@ Deviations from the original code (s-sahoo/duo), all deliberate:
     model's K); the original reused a K = 50257 cache for a K = 50258 model.
   * The curriculum runs for start <= step <= end; the original ran it for every step <= end
     (start only moved its tau schedule, which is constant with the scripts' settings).
-  * Top-k input: by default z_t = x0 iff the true coordinate beats the largest noise value (the exact
-    argmax), not "x0 if it is among the top-k" (see `topk_soft_input`; `topk_latent: in_topk` restores
-    the original); ids of the slots are a uniformly random ordered k-tuple; the partition function
-    keeps the k-th noise value exactly.
+  * Top-k input: the latent z_t follows the original DUO++ rule by default (x0 whenever the true
+    coordinate is among the top k, `topk_latent: in_topk`); `topk_latent: argmax` is ours (x0 iff the
+    true coordinate beats the largest noise value, the exact argmax of w, see `topk_soft_input`); ids of
+    the slots are a uniformly random ordered k-tuple; the partition function keeps the k-th noise value
+    exactly.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ CURRICULUM_DEFAULTS: dict[str, Any] = {
     "input": "softmax",  # softmax | topk
     "transform": "cache",  # cache | poly9
     "top_k": 2,
-    "topk_latent": "argmax",  # argmax (exact) | in_topk (the original DUO++ code)
+    "topk_latent": "in_topk",  # in_topk (the original DUO++ code) | argmax (ours: the exact argmax of w)
     "lookup": "nearest",  # nearest + forward difference (the original DUO code) | linear (ours)
     "start": 0,
     "end": 500_000,
@@ -153,7 +154,7 @@ def log_truncated_mgf(beta: float, scale: torch.Tensor, cap: torch.Tensor) -> to
 
 
 def topk_soft_input(x: torch.Tensor, true_val: torch.Tensor, noise_vals: torch.Tensor, noise_ids: torch.Tensor,
-                    sigma: torch.Tensor, tau: float, num_noise: int, latent: str = "argmax"
+                    sigma: torch.Tensor, tau: float, num_noise: int, latent: str = "in_topk"
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Sparse approximation of softmax(w / tau) and the exact argmax of w (DUO++ top-k curriculum).
 
@@ -176,10 +177,10 @@ def topk_soft_input(x: torch.Tensor, true_val: torch.Tensor, noise_vals: torch.T
     to 1 (the mass of the dropped coordinates is left out); the largest weight is >= 1 / (K + 1),
     so they never all underflow.
 
-    z_t = x if the true coordinate beats the LARGEST noise value, else the id of the largest noise
-    value (slot 0): the exact argmax of w, so z_t ~ Cat(alpha_t x + (1 - alpha_t) / K) (`latent`
-    "argmax", the default). This deviates from the original code, which takes z_t = x whenever the true
-    coordinate is among the top k (`latent` "in_topk"). For k > 1 that is not argmax(w) and biases
+    z_t (`latent`): "in_topk" (the original DUO++ code, the default) takes z_t = x whenever the true
+    coordinate is among the top k, else the id of the largest noise value (slot 0); "argmax" (ours)
+    takes z_t = x only if the true coordinate beats the LARGEST noise value: the exact argmax of w, so
+    z_t ~ Cat(alpha_t x + (1 - alpha_t) / K). For k > 1 the original rule is not argmax(w) and biases
     P(z_t = x) upward (K = 50258, k = 2: 0.680 instead of 0.596 at gamma = -3), i.e. the loss is
     computed for a latent that does not follow the process with parameter alpha_t.
     """
@@ -211,7 +212,7 @@ def topk_soft_input(x: torch.Tensor, true_val: torch.Tensor, noise_vals: torch.T
 
 
 def sample_topk_input(x: torch.Tensor, gamma: torch.Tensor, vocab_size: int, k: int, tau: float,
-                      generator: torch.Generator | None = None, latent: str = "argmax"
+                      generator: torch.Generator | None = None, latent: str = "in_topk"
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Draw the DUO++ sparse input without materialising w: (ids, weights, z_t) as `topk_soft_input`.
 

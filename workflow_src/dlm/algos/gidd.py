@@ -17,6 +17,12 @@ The training objective `loss` replaces w by the configured weight (brief 1.6):
              with the true log-SNR lambda_t = log(alpha_t / (1 - alpha_t)) (the paper form, as the v1.0
              code; v1.1 used sigmoid(-t)). So mask 2, uniform noise 1, clean (B/K) sqrt((1 - alpha)/alpha),
              then clipped: max_loss_weight 1 (v1.0 / schema default) gives mask 1, max_loss_weight 2 (v1.1) mask 2.
+Which upstream version: the paper's numbers and released checkpoints (March 2025) come from the v1.0 code
+(tag v1.0.0): max_loss_weight 1 and the true log-SNR, our defaults. v1.1.0 (June 2025, commits 706c762 and
+ceb7122) raised max_loss_weight to 2 (set it to reproduce v1.1) and replaced the log-SNR by sigmoid(-t); its
+"/ (V - 1)" on the clean ELBO weight fixed a May 2025 regression and equals v1.0's (and ours) up to the
+parameterisation. Training conventions of the original (no dropout, no EMA) are run defaults for gidd runs
+(dlm.config.METHOD_TRAINING).
 GIDD+ = dynamic weighting + AdamW weight decay 0.02; the weight decay is the run config's optimiser
 setting (optim.weight_decay), not part of this module.
 

@@ -4,7 +4,11 @@ The protocol, as in the reference implementations:
 
 1. Retokenize the decoded sample texts with the *judge's* tokenizer: no added special tokens,
    right truncation at ``max_length`` (default: the judge's context size), right padding to the
-   longest sequence with pad = EOS, plus an attention mask.
+   longest sequence with pad = EOS, plus an attention mask. ``whole=True`` does not truncate: samples
+   longer than a block (semi-autoregressive, L + strides x stride tokens) are scored over their whole
+   length in chunks of the judge's context, as MDLM's ``compute_generative_perplexity`` does with
+   ``max_length`` = the samples' length (the rule sets it for `mdlm_semi_ar` files, setting
+   ``evaluation.gen_ppl_semi_ar``; ``truncate`` keeps the first ``max_length`` tokens as for every file).
 2. Score in batches with the judge (``torch.no_grad``, fp32).  If ``max_length`` exceeds the judge's
    context, each row is cut into consecutive chunks of the judge's context size that are scored
    independently (as the reference code does with ``torch.split(..., eval_context_size)``).
@@ -76,13 +80,15 @@ def target_weights(input_ids: torch.Tensor, attention_mask: torch.Tensor, eos_id
 
 @torch.no_grad()
 def generative_perplexity(texts: list[str], judge, batch_size: int,
-                          max_length: int | None = None, count_padding_eos: bool = True) -> dict[str, Any]:
+                          max_length: int | None = None, count_padding_eos: bool = True,
+                          whole: bool = False) -> dict[str, Any]:
     """Token-weighted generative perplexity of `texts` under `judge` (see module docstring).
 
     Returns ``{"gen_ppl", "nll" (mean nats per counted token), "num_tokens" (counted targets),
-    "num_samples", "num_truncated", "judge", "max_length", "batch_size", "count_padding_eos",
-    "sample_nll", "sample_tokens"}``; the last two are per text (summed nats and counted targets), the units of
-    the claims table's intervals (`dlm.report.claims`).
+    "num_samples", "num_truncated", "judge", "max_length", "batch_size", "count_padding_eos", "whole",
+    "sample_nll", "sample_tokens"}``; with `whole` nothing is truncated and ``max_length`` is the longest
+    judge-tokenized sample; the last two are per text (summed nats and counted targets), the units of the claims
+    table's intervals (`dlm.report.claims`).
     """
     texts = list(texts)
     if not texts:
@@ -91,6 +97,9 @@ def generative_perplexity(texts: list[str], judge, batch_size: int,
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     context = int(judge.max_length)
     max_length = context if max_length is None else int(max_length)
+    if whole:  # MDLM: max_length = the samples' own length, scored in chunks of the judge's context
+        lengths = [len(r) for r in judge.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+        max_length = max(1, *lengths)
     eos_id = int(judge.eos_id)
     input_ids, attention_mask, num_truncated = retokenize(texts, judge.tokenizer, eos_id, max_length)
 
@@ -125,7 +134,7 @@ def generative_perplexity(texts: list[str], judge, batch_size: int,
     return {"gen_ppl": math.exp(mean_nll), "nll": mean_nll, "num_tokens": total_count,
             "num_samples": len(texts), "num_truncated": int(num_truncated),
             "judge": str(judge.name), "max_length": max_length, "batch_size": int(batch_size),
-            "count_padding_eos": bool(count_padding_eos), "sample_nll": row_nll.tolist(),
+            "count_padding_eos": bool(count_padding_eos), "whole": bool(whole), "sample_nll": row_nll.tolist(),
             "sample_tokens": row_count.tolist()}
 
 
@@ -160,12 +169,12 @@ def read_texts(path: str | os.PathLike) -> tuple[list[str], list[list[int]] | No
     return texts, (tokens if n_with_tokens else None)
 
 
-def _score_or_note(texts, judge, batch_size, max_length, count_padding_eos=True) -> dict[str, Any]:
+def _score_or_note(texts, judge, batch_size, max_length, count_padding_eos=True, whole=False) -> dict[str, Any]:
     """`generative_perplexity`, or for samples with nothing to score (e.g. a degenerate model that emits
     only EOS) gen_ppl = None with the reason in `gen_ppl_note`: the job records it, tables show a dash."""
     try:
         return generative_perplexity(texts, judge, batch_size=batch_size, max_length=max_length,
-                                     count_padding_eos=count_padding_eos)
+                                     count_padding_eos=count_padding_eos, whole=whole)
     except ValueError as e:
         if "no counted target tokens" not in str(e):
             raise
@@ -188,7 +197,8 @@ def _before_self_correction(path) -> tuple[list[str], list[list[int]]] | None:
 
 def run_gen_ppl(texts_path: str | os.PathLike, judge, max_length: int | None, batch_size: int,
                 out_path: str | os.PathLike, device: str = "cpu",
-                extra: dict[str, Any] | None = None, count_padding_eos: bool = True) -> dict[str, Any]:
+                extra: dict[str, Any] | None = None, count_padding_eos: bool = True,
+                whole: bool = False) -> dict[str, Any]:
     """Score the samples in `texts_path` and write the metric JSON to `out_path` (atomically).
 
     `judge` is a name or path for `load_judge` (or an already-loaded judge object).  The output
@@ -202,20 +212,20 @@ def run_gen_ppl(texts_path: str | os.PathLike, judge, max_length: int | None, ba
 
     texts, token_lists = read_texts(texts_path)
     judge_obj = judge if hasattr(judge, "logits") else load_judge(judge, device=device)
-    result = _score_or_note(texts, judge_obj, batch_size, max_length, count_padding_eos)
+    result = _score_or_note(texts, judge_obj, batch_size, max_length, count_padding_eos, whole)
     entropy = mean_entropy(token_lists) if token_lists is not None else None
     if token_lists is not None:
         result["sample_entropy"] = [unigram_entropy(t) for t in token_lists]
     settings = {"texts": str(texts_path), "texts_sha256": sha256_file(texts_path),
                 "judge": str(judge_obj.name), "max_length": result["max_length"],
-                "batch_size": int(batch_size), "count_padding_eos": bool(count_padding_eos)}
+                "batch_size": int(batch_size), "count_padding_eos": bool(count_padding_eos), "whole": bool(whole)}
     out: dict[str, Any] = dict(extra or {})
     out.update(result)
     out.update({"entropy": entropy, "texts": str(texts_path), "device": str(device),
                 "settings": settings, "provenance": provenance(settings)})
     before = _before_self_correction(texts_path)
     if before is not None:  # self-corrected samples: the same judge on the sampler's output before correction
-        res_b = _score_or_note(before[0], judge_obj, batch_size, max_length, count_padding_eos)
+        res_b = _score_or_note(before[0], judge_obj, batch_size, max_length, count_padding_eos, whole)
         out.update({"gen_ppl_before": res_b["gen_ppl"], "entropy_before": mean_entropy(before[1]),
                     "sample_nll_before": res_b.get("sample_nll"), "sample_tokens_before": res_b.get("sample_tokens")})
     write_json(out_path, out)

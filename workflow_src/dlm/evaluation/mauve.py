@@ -21,7 +21,11 @@ so the quantisation and the score are the library's own:
 
 3. The k-means seed (``seed``; the library's default 25 is the papers') is taken from a list: the reported
    ``mauve`` is the mean over the seeds, ``mauve_std`` their standard deviation (ddof 1; null for one seed),
-   ``mauve_per_seed`` every value. The features do not depend on the seed.
+   ``mauve_per_seed`` every value, and ``mauve_seed25`` the value at k-means seed 25 -- the papers' protocol
+   (one k-means run with the library's default seed), null when 25 is not in the list. The features do not
+   depend on the seed. MAUVE depends on the number of samples through the clusters (``num_buckets`` auto =
+   round(n / 10): 80 for 800 samples, 500 for ReMDM's 5000; the paper config samples the ReMDM table's files
+   5000 times, config/paper/owt.yaml).
 
 References (`draw_references`): held-out blocks of the packed validation split, a seeded draw disjoint from the
 gen-PPL reference text (``results/samples/reference/heldout.jsonl``), as many as there are samples (ReMDM asserts
@@ -51,6 +55,7 @@ MINILM_NAMES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
 # mauve-text 0.4.0 defaults = the papers' settings (ReMDM passes only the texts, device and max_text_length)
 PAPER_SETTINGS = {"num_buckets": "auto", "scaling_factor": 5.0, "kmeans_seeds": [25], "kmeans_explained_var": 0.9,
                   "kmeans_num_redo": 5, "kmeans_max_iter": 500, "divergence_curve_discretization_size": 25}
+PAPER_KMEANS_SEED = 25  # mauve-text's default seed, the one k-means run of the papers' protocol
 
 
 def _device(device: str) -> str:
@@ -155,7 +160,8 @@ def mauve_over_seeds(p_features: np.ndarray, q_features: np.ndarray, kmeans_seed
     """``mauve.compute_mauve(p_features, q_features, ...)`` once per k-means seed.
 
     p = human (held-out) text, q = model samples, as in ReMDM. Returns ``mauve`` (mean over seeds), ``mauve_std``
-    (ddof 1, None for one seed), ``mauve_per_seed``, the same for ``mauve_star`` (the library's smoothed variant),
+    (ddof 1, None for one seed), ``mauve_per_seed``, ``mauve_seed25`` (the value at the papers' k-means seed 25;
+    None when it is not in `kmeans_seeds`), the same for ``mauve_star`` (the library's smoothed variant),
     ``frontier_integral_per_seed`` and ``num_buckets`` (the resolved cluster count).
     """
     import mauve
@@ -187,7 +193,9 @@ def mauve_over_seeds(p_features: np.ndarray, q_features: np.ndarray, kmeans_seed
 
     m, m_std, m_all = spread(o.mauve for o in outs)
     s, s_std, s_all = spread(o.mauve_star for o in outs)
-    return {"mauve": m, "mauve_std": m_std, "mauve_per_seed": m_all, "mauve_star": s, "mauve_star_std": s_std,
+    paper = m_all[seeds.index(PAPER_KMEANS_SEED)] if PAPER_KMEANS_SEED in seeds else None
+    return {"mauve": m, "mauve_std": m_std, "mauve_per_seed": m_all, "mauve_seed25": paper,
+            "mauve_star": s, "mauve_star_std": s_std,
             "mauve_star_per_seed": s_all, "frontier_integral_per_seed": [float(o.frontier_integral) for o in outs],
             "num_buckets": int(outs[0].num_buckets)}
 

@@ -29,10 +29,11 @@ def evaluate_zero_shot(ckpt: str, corpora: dict[str, str], batch_size: int, seed
                        threads: int | None = None) -> dict:
     """Score the checkpoint on every packed corpus of `corpora` ({name: packed dir}), in the given order.
 
-    Writes {"run", "algo", "params", "train_steps", "corpora": {name: {"nll", "nll_se", "ppl", "ppl_se",
-    "se_method", "pass_nll", "num_tokens", "blocks", "blocks_evaluated", "packed"}}, "settings",
+    Writes {"run", "algo", "params", "train_steps", "insert_eos", "corpora": {name: {"nll", "nll_se", "ppl",
+    "ppl_se", "se_method", "pass_nll", "num_tokens", "blocks", "blocks_evaluated", "packed"}}, "settings",
     "provenance"} to `out` and returns it; "packed" is the corpus's packing record (documents, tokens,
-    blocks, dropped remainder).
+    blocks, dropped remainder, insert_eos); "insert_eos" whether the corpora had an EOS between documents
+    (null for pad packing or corpora packed both ways).
     """
     if not corpora:
         raise ValueError("evaluate_zero_shot: no zero-shot corpora given (zero_shot.corpora is empty)")
@@ -57,7 +58,9 @@ def evaluate_zero_shot(ckpt: str, corpora: dict[str, str], batch_size: int, seed
                          "packed": read_meta(data_dir)["splits"][SPLIT] | {"data_dir": data_dir}}
     settings = {"ckpt": ckpt, "corpora": corpora, "split": SPLIT, "batch_size": batch_size, "seed": seed,
                 "max_batches": max_batches, "passes": passes}
+    eos = {r["packed"].get("insert_eos") for r in results.values()}  # wrap packing records it; pad does not
     result = {"run": run, "algo": module.algo, "params": module.num_params(), "train_steps": module.global_step,
-              "corpora": results, "settings": settings, "provenance": provenance(settings)}
+              "insert_eos": eos.pop() if len(eos) == 1 else None, "corpora": results, "settings": settings,
+              "provenance": provenance(settings)}
     write_json(out, result)
     return result

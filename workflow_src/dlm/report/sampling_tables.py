@@ -79,19 +79,22 @@ def with_reference(agg: pd.DataFrame, reference: str | os.PathLike | None,
            "gen_ppl": d.get("gen_ppl"), "entropy": d.get("entropy"), "n_seeds": 1}
     if reference_mauve is not None and "mauve" in agg.columns:
         m = read_json(reference_mauve)
-        row.update(mauve=m.get("mauve"), mauve_std=m.get("mauve_std"))
+        row.update(mauve=m.get("mauve"), mauve_std=m.get("mauve_std"), mauve_seed25=m.get("mauve_seed25"),
+                   mauve_n=m.get("num_samples"))
     ref = pd.DataFrame([{c: row.get(c, np.nan) for c in agg.columns}])
     return pd.concat([ref.astype(object), agg.astype(object)], ignore_index=True).infer_objects()
 
 
 def _with_paper(agg: pd.DataFrame, formats: dict, labels: dict, paper_values, dataset, table: str,
-                metrics: Sequence[tuple[str, str]]) -> pd.DataFrame:
-    """The paper's value, our deviation and a tolerance flag for each of `metrics` ((metric, label) pairs)."""
+                metrics: Sequence[tuple]) -> pd.DataFrame:
+    """The paper's value, our deviation and a tolerance flag for each of `metrics` ((metric, label) pairs, or
+    (metric, label, column) to compare the paper with another column of ours)."""
     from dlm.report.tables import _with_paper as add
 
-    for metric, label in metrics:
-        if metric in agg.columns:
-            agg = add(agg, formats, labels, paper_values, dataset, table, metric, label)
+    for metric, label, *column in metrics:
+        col = column[0] if column else metric
+        if col in agg.columns:
+            agg = add(agg, formats, labels, paper_values, dataset, table, metric, label, col)
     return agg
 
 
@@ -126,8 +129,9 @@ def distill_table(json_paths, out_stem, reference=None, paper_values=None, datas
 
 
 def mauve_metrics(json_paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
-    """One row per MAUVE JSON (dlm.evaluation.mauve): run, sampler, steps, seed, mauve (mean over k-means seeds)
-    and mauve_per_seed (the list)."""
+    """One row per MAUVE JSON (dlm.evaluation.mauve): run, sampler, steps, seed, mauve (mean over k-means seeds),
+    mauve_per_seed (the list), mauve_seed25 (the papers' k-means seed; NaN when not computed) and mauve_n (the
+    number of samples, which sets the clusters)."""
     rows = []
     for p in json_paths:
         d = read_json(p)
@@ -135,8 +139,11 @@ def mauve_metrics(json_paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
             if d.get(key) is None:
                 raise ValueError(f"{p}: required key {key!r} is missing or null")
         rows.append({"run": d["run"], "sampler": d["sampler"], "steps": int(d["steps"]), "seed": d.get("seed"),
-                     "mauve": float(d["mauve"]), "mauve_per_seed": [float(v) for v in d["mauve_per_seed"]]})
-    return pd.DataFrame(rows, columns=["run", "sampler", "steps", "seed", "mauve", "mauve_per_seed"])
+                     "mauve": float(d["mauve"]), "mauve_per_seed": [float(v) for v in d["mauve_per_seed"]],
+                     "mauve_seed25": float(d["mauve_seed25"]) if d.get("mauve_seed25") is not None else np.nan,
+                     "mauve_n": d.get("num_samples", np.nan)})
+    return pd.DataFrame(rows, columns=["run", "sampler", "steps", "seed", "mauve", "mauve_per_seed", "mauve_seed25",
+                                       "mauve_n"])
 
 
 def _pooled_sd(lists: pd.Series) -> float:
@@ -153,17 +160,19 @@ def _with_mauve(df: pd.DataFrame, agg: pd.DataFrame, keys: list[str], mauve_json
     on = ["run", "sampler", "steps", "seed"]
     df = df.drop(columns=["mauve"], errors="ignore").merge(m, on=on, how="left", validate="many_to_one")
     g = df.groupby(keys, sort=False, dropna=False)
-    stats = pd.DataFrame({"mauve": g["mauve"].mean(), "mauve_std": g["mauve_per_seed"].apply(_pooled_sd)}).reset_index()
+    stats = pd.DataFrame({"mauve": g["mauve"].mean(), "mauve_std": g["mauve_per_seed"].apply(_pooled_sd),
+                          "mauve_seed25": g["mauve_seed25"].mean(), "mauve_n": g["mauve_n"].max()}).reset_index()
     agg = agg.merge(stats, on=keys, how="left")
-    cols = list(agg.columns)
-    cols.remove("mauve")
-    cols.insert(cols.index("gen_ppl"), "mauve")
-    return agg[cols]
+    new = ["mauve_seed25", "mauve"] if agg["mauve_seed25"].notna().any() else ["mauve"]
+    cols = [c for c in agg.columns if c not in ("mauve", "mauve_seed25")]
+    at = cols.index("gen_ppl")
+    return agg[cols[:at] + new + cols[at:]]
 
 
 def remdm_table(json_paths, out_stem, mauve_jsons=None, reference=None, reference_mauve=None, paper_values=None,
                 dataset=None, entropy_margin: float = ENTROPY_MARGIN) -> pd.DataFrame:
-    """ReMDM's OWT table: MAUVE (with `mauve_jsons`: mean ± sd over k-means seeds), gen PPL and entropy per T."""
+    """ReMDM's OWT table: MAUVE (with `mauve_jsons`: the papers' protocol -- k-means seed 25 -- beside our mean ±
+    sd over k-means seeds; the paper's value is compared with the seed-25 one), gen PPL and entropy per T."""
     df = _plain(sample_metrics(json_paths))
     mdlm = (df["algo"] == "mdlm") & (df["sampler_kind"].str.startswith("remdm_") | (df["sampler_kind"] == "mdlm_ancestral"))
     # ReMDM Table 1's reference rows: SEDD (absorb) with its analytic sampler, AR (with nucleus: its AR† row)
@@ -179,15 +188,21 @@ def remdm_table(json_paths, out_stem, mauve_jsons=None, reference=None, referenc
         agg = _with_mauve(df, agg, keys, mauve_jsons)
         pm["mauve"] = "mauve_std"
     agg = with_reference(_sort(agg, ["run", "steps", "sampler"]), reference, reference_mauve)
-    formats, labels = {**_FORMATS, "mauve": ".3f", "mauve_std": ".3f"}, {**_LABELS, "nucleus_p": "top-p", "mauve": "MAUVE"}
+    formats = {**_FORMATS, "mauve": ".3f", "mauve_std": ".3f", "mauve_seed25": ".3f", "mauve_n": ".0f"}
+    labels = {**_LABELS, "nucleus_p": "top-p", "mauve": "MAUVE (mean)", "mauve_seed25": "MAUVE (seed 25)",
+              "mauve_n": "MAUVE samples"}
+    paper_mauve = ("mauve", "MAUVE", "mauve_seed25") if "mauve_seed25" in agg.columns else ("mauve", "MAUVE")
     agg = _with_paper(agg, formats, labels, paper_values, dataset, "remdm",
-                      [("mauve", "MAUVE"), ("gen_ppl", "Gen. PPL"), ("entropy", "entropy")])
+                      [paper_mauve, ("gen_ppl", "Gen. PPL"), ("entropy", "entropy")])
     agg, rule = _noted(agg, entropy_margin)
+    seed25 = "mauve_seed25" in agg.columns
     write_table(agg, out_stem, caption="ReMDM (Wang et al.\\ 2025): MDLM ancestral against the remasking strategies "
                 "(cap, rescale, conf, loop) and the forward-backward and DFM correctors, per number of steps, with "
                 "SEDD (absorb, analytic sampler) and AR as reference rows"
-                + (": MAUVE (mean $\\pm$ sd over k-means seeds), gen.\\ PPL (mean $\\pm$ sd over sampling seeds) "
-                   "and entropy." if mauve_jsons else ".")
+                + ((": MAUVE " + ("at k-means seed 25 (the papers' protocol, compared with the paper) and " if seed25
+                                  else "") + "mean $\\pm$ sd over k-means seeds, on MAUVE-samples samples (the "
+                   "clusters grow with them), gen.\\ PPL (mean $\\pm$ sd over sampling seeds) and entropy.")
+                   if mauve_jsons else ".")
                 + (_REF_NOTE if reference else "") + rule,
                 label="tab:remdm", formats=formats, pm=pm, labels=labels)
     return agg

@@ -62,6 +62,8 @@ def zero_shot_frame(zero_shot_jsons: Sequence[str | os.PathLike], val_jsons: Seq
         own = val[obj["run"]]
         row = {"source": "ours", "run": obj["run"], "group": own.get("group") or obj["run"], "algo": obj["algo"],
                in_domain: own["val_ppl"], f"{in_domain}_se": own.get("val_ppl_se", np.nan)}
+        if obj.get("insert_eos") is not None:  # the zero-shot packing of this run (docs/conventions.md)
+            row["eos"] = "yes" if obj["insert_eos"] else "no"
         for name, r in obj["corpora"].items():
             row[name], row[f"{name}_se"] = r["ppl"], r["ppl_se"]
         rows.append(row)
@@ -150,8 +152,11 @@ def zero_shot_table(zero_shot_jsons: Sequence[str | os.PathLike], val_jsons: Seq
                    "the bound; AR: exact, s.e.\\ 0).")
     caption += (f" {in_domain}: the training corpus's held-out split. Bold: the lowest PPL of each corpus among "
                 "our runs.")
+    if "eos" in df.columns:
+        caption += (" EOS: whether the corpora were packed with an EOS between documents (MDLM's code, the AR / SEDD / "
+                    "MDLM rows) or without (DUO's zero-shot scripts, the UDLM / DUO rows).")
     spread = {c: f"{c}_pm" if seeds else f"{c}_se" for c in corpora}
-    columns = ["source", "run", "algo", *(["n_seeds"] if seeds else []),
+    columns = ["source", "run", "algo", *(["eos"] if "eos" in df.columns else []), *(["n_seeds"] if seeds else []),
                *[c for name in corpora for c in (name, spread[name])],
                *[c for name in corpora for c in ((f"{name}_se", f"{name}_sd") if seeds else ())]]
     if not paper.empty:
@@ -167,6 +172,6 @@ def zero_shot_table(zero_shot_jsons: Sequence[str | os.PathLike], val_jsons: Seq
                 best={c: "min" for c in corpora}, pm=spread,
                 hidden=[c for name in corpora for c in ((f"{name}_se", f"{name}_sd") if seeds else ())],
                 labels={"source": "Source", "run": "Run", "algo": "Algo", in_domain: f"{in_domain} (held-out)",
-                        "tolerance": "Tolerance", "n_seeds": "Seeds"},
+                        "tolerance": "Tolerance", "n_seeds": "Seeds", "eos": "EOS"},
                 eligible=df["source"] == "ours")
     return df

@@ -38,6 +38,7 @@ from dlm.sampling.common import Conditioning, Denoiser, sample_categorical, time
 from dlm.sampling.mdlm import noise_removal
 
 STRATEGIES = ("cap", "rescale", "conf", "loop", "fb", "dfm")
+LOOP_BOUNDARIES = ("original", "continuous")
 
 
 def sigma_max(a_t: torch.Tensor, a_s: torch.Tensor) -> torch.Tensor:
@@ -56,13 +57,16 @@ def sigma_t(strategy: str, a_t: torch.Tensor, a_s: torch.Tensor, eta: float = 0.
       rescale:  eta * sigma_max                                         (eta in [0, 1])
       conf:     sigma_max * softmax_l(confidence) per position (n, L); confidence = -psi of the token a
                 position was unmasked to, -inf at masked positions (which get sigma = 0)
-      loop:     min(eta, sigma_max) in the loop phase (in_loop), else 0
-      fb:       min((alpha_s - alpha_t)/alpha_t, sigma_max)            (1 at alpha_t = 0)
-      dfm:      min(b_t (alpha_s - alpha_t)/alpha_t, sigma_max)        (DFM's b_t = a_t - 1, Prop. 2)
+      loop:     eta in the loop phase (in_loop), else 0
+      fb:       (alpha_s - alpha_t)/alpha_t                            (1 at alpha_t = 0)
+      dfm:      b_t (alpha_s - alpha_t)/alpha_t                        (DFM's b_t = a_t - 1, Prop. 2)
 
-    Deviations: FB, DFM and loop are clipped at sigma_max (the original does not clip; FB exceeds it on the
-    last step of a uniform grid, where s < t - s, and a loop eta > (1 - alpha_on)/alpha_on would give an
-    unmask probability above 1); the conf scores are float64 (the code stores them in bfloat16).
+    FB, DFM and loop are not clipped at sigma_max, as in the original: FB exceeds it on the last step of a
+    uniform grid (s < t - s), where it remasks a fraction (alpha_s - alpha_t)/alpha_t ~ 1/(T - 1) of the
+    tokens, which the final noise removal then fills by argmax; there (and for a loop eta > (1 - alpha_on) /
+    alpha_on) the unmask probability of a [MASK] exceeds 1, and `remdm_update` clips it at 1, which is what
+    the original's categorical draw with a negative [MASK] weight does. The conf scores are float64 (the code
+    stores them in bfloat16).
     """
     smax = sigma_max(a_t, a_s)
     if strategy == "cap":
@@ -75,11 +79,11 @@ def sigma_t(strategy: str, a_t: torch.Tensor, a_s: torch.Tensor, eta: float = 0.
         w = torch.softmax(confidence.double(), dim=-1)  # (n, L); rows of all -inf give NaN
         sig = smax * torch.nan_to_num(w, nan=0.0)
     elif strategy == "loop":
-        sig = torch.clamp(torch.full_like(smax, eta), max=float(smax)) if in_loop else torch.zeros_like(smax)
+        sig = torch.full_like(smax, eta) if in_loop else torch.zeros_like(smax)
     elif strategy in ("fb", "dfm"):
         ratio = torch.ones_like(smax) if float(a_t) <= 0.0 else (a_s - a_t) / a_t
         scale = 1.0 if strategy == "fb" else b_t
-        sig = torch.minimum(scale * ratio, smax)
+        sig = scale * ratio
     else:
         raise ValueError(f"unknown ReMDM strategy {strategy!r}; expected one of {STRATEGIES}")
     return sig, smax
@@ -116,12 +120,19 @@ def remdm_update(z: torch.Tensor, x_theta, t, a_t: torch.Tensor, a_s: torch.Tens
     return cond.apply(z), unmask, remask, psi
 
 
-def loop_alpha(t: float, a_1: float, t_on: float, t_off: float, alpha_on: float) -> float:
+def loop_alpha(t: float, a_1: float, t_on: float, t_off: float, alpha_on: float, phase_of: float | None = None
+               ) -> float:
     """ReMDM-loop's piecewise-linear alpha(t) (brief 3.2): from alpha_1 (the schedule's alpha(1); 0 in the
-    code) at t = 1 up to alpha_on at t_on, constant alpha_on on (t_off, t_on], then up to 1 at t = 0."""
-    if t > t_on:
+    code) at t = 1 up to alpha_on at t_on, constant alpha_on on (t_off, t_on], then up to 1 at t = 0.
+
+    `phase_of`: take the phase (its line) of that time instead of t's own. The original decides a step's phase
+    by its start time and evaluates both ends on that phase's line (`boundary: original`), so the step that
+    crosses t_on ends above alpha_on (the phase-1 line extended) and the step that crosses t_off is a loop
+    step (alpha stays alpha_on); the next one starts on the phase-3 line above alpha_on."""
+    ref = t if phase_of is None else phase_of
+    if ref > t_on:
         return a_1 + (alpha_on - a_1) * (1 - t) / (1 - t_on)
-    if t > t_off:
+    if ref > t_off:
         return alpha_on
     return 1 - t * (1 - alpha_on) / t_off
 
@@ -152,10 +163,21 @@ def _check(strategy: str, eta: float, t_on: float, t_off: float, alpha_on: float
 @torch.no_grad()
 def sample_remdm(module, n: int, steps: int, generator: torch.Generator, cond: Conditioning,
                  nucleus_p: float = 1.0, nucleus_rule: str = "keep_crossing", strategy: str = "cap",
-                 eta: float = 0.0, t_on: float = 0.55, t_off: float = 0.05, alpha_on: float = 0.9, **_) -> dict:
+                 eta: float = 0.0, t_on: float = 0.55, t_off: float = 0.05, alpha_on: float = 0.9,
+                 boundary: str = "original", **_) -> dict:
     """ReMDM on the grid linspace(1, 1e-5, steps + 1) with the sigma_t of `strategy` (brief 3.2), then
-    MDLM's noise removal. Returns {"tokens": (n, L), "nfe", "remasked": remask events in the batch}."""
+    MDLM's noise removal. Returns {"tokens": (n, L), "nfe", "remasked": remask events in the batch}.
+
+    Loop `boundary`: "original" -- a step's phase is that of its start time t, both alphas on that phase's
+    line (`loop_alpha(..., phase_of=t)`): the step across t_on ends at (1 - s) alpha_on / (1 - t_on), above
+    alpha_on, and the loop then holds alpha_on (the extra tokens drift back to 1 - alpha_on masked); the step
+    across t_off keeps alpha_on, and the first phase-3 step starts at 1 - t (1 - alpha_on) / t_off > alpha_on,
+    so the masked fraction is t_off / t' (t' <= t_off its start) times the schedule's until the final noise
+    removal fills it by argmax. Both are O(1/T) (T = 1024: < 0.2% of alpha and 2% more argmax-filled tokens).
+    "continuous" (ours) evaluates every time on its own phase's line, so alpha is continuous."""
     _check(strategy, eta, t_on, t_off, alpha_on)
+    if boundary not in LOOP_BOUNDARIES:
+        raise ValueError(f"ReMDM loop boundary must be one of {LOOP_BOUNDARIES}, got {boundary!r}")
     L, mask_id, device = module.hparams.block_length, module.mask_id, module.device
     sched = module.schedule
     z = cond.apply(torch.full((n, L), mask_id, dtype=torch.long, device=device))  # (n, L)
@@ -166,15 +188,17 @@ def sample_remdm(module, n: int, steps: int, generator: torch.Generator, cond: C
     confidence = torch.full((n, L), -math.inf, dtype=torch.float64, device=device)  # (n, L) conf only
     remasked = 0
 
-    def alphas(t):
-        """(alpha, network time) at grid time t: the schedule's, or ReMDM-loop's own alpha curve."""
+    def alphas(t, phase_of=None):
+        """(alpha, network time) at grid time t: the schedule's, or ReMDM-loop's own alpha curve (on the line
+        of `phase_of`'s phase with boundary "original")."""
         if strategy != "loop":
             return sched.alpha(t), t
-        a = loop_alpha(float(t), a_1, t_on, t_off, alpha_on)
-        return torch.tensor(a, dtype=torch.float64), (time_at_alpha(sched, a) if tc else t)
+        a = loop_alpha(float(t), a_1, t_on, t_off, alpha_on, phase_of)
+        return torch.tensor(a, dtype=torch.float64), (time_at_alpha(sched, min(a, 1.0)) if tc else t)
 
     for i in range(steps):
-        (a_t, t_net), (a_s, _) = alphas(ts[i]), alphas(ts[i + 1])
+        start = float(ts[i]) if boundary == "original" else None
+        (a_t, t_net), (a_s, _) = alphas(ts[i], start), alphas(ts[i + 1], start)
         in_loop = strategy == "loop" and t_off < float(ts[i]) <= t_on
         sig, _ = sigma_t(strategy, a_t, a_s, eta=eta, confidence=confidence, in_loop=in_loop)
         z, unmask, remask, psi = remdm_update(z, x_theta, t_net, a_t.to(device), a_s.to(device), sig.to(device),

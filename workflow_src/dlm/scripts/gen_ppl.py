@@ -5,4 +5,5 @@ from dlm.utils import setup_job
 setup_job(snakemake.log[0], snakemake.threads)
 p = snakemake.params
 run_gen_ppl(snakemake.input.samples, p.judge, p.max_length, p.batch_size, snakemake.output[0],
-            extra=sample_summary(snakemake.input.samples), count_padding_eos=p.count_padding_eos)
+            extra=sample_summary(snakemake.input.samples), count_padding_eos=p.count_padding_eos,
+            whole=getattr(p, "whole", False))
