@@ -414,7 +414,7 @@ def test_gidd_runs_train_without_dropout_or_ema_by_default():
     from dlm.config import apply_defaults, resolve_run
 
     root = Path(__file__).resolve().parents[1]
-    for name, gidd_runs in (("config/config.yaml", ["gidd", "gidd_pu01"]), ("config/paper/owt.yaml", ["gidd_pu0"])):
+    for name, gidd_runs in (("config/config.yaml", ["gidd", "gidd_pu02"]), ("config/paper/owt.yaml", ["gidd_pu0"])):
         cfg = apply_defaults(yaml.safe_load((root / name).read_text()), str(root / "config" / "schema.yaml"))
         for run in gidd_runs:
             hp = resolve_run(cfg, run)
