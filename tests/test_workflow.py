@@ -441,15 +441,26 @@ def test_downstream_accuracy_through_lm_eval_and_its_partial_reruns(smoke_work, 
     assert job_counts(dry.stdout) == {"downstream_task": 1, "downstream_eval": len(cfg["runs"]), "table_downstream": 1}
 
 
+# what the determinism test builds again: every kind of metric (val, zero-shot and downstream PPL / accuracy, gen
+# PPL, MAUVE, a ReMDM sampler, the curriculum-trained DUO, the image part), not the whole DAG
+RERUN_TARGETS = [f"results/eval/mdlm/{name}.json" for name in (
+    "val_ppl", "zero_shot", "downstream", "gen_mdlm_ancestral_T4_s0", "mauve_mdlm_ancestral_T4_s0",
+    "gen_remdm_conf_T4_s0")] + ["results/eval/duo/val_ppl.json", "results/eval/ar/gen_ar_T31_s0.json",
+                                "results/images/digits/eval/duo/duo_ancestral_class_T4_s0.json",
+                                "results/images/digits/eval/reference.json"]
+
+
 @pytest.mark.e2e
 def test_two_smoke_runs_in_fresh_copies_give_identical_metrics(smoke_work, tmp_path):
     """Determinism: the same config and seeds on the same machine give the same val PPL, gen PPL, entropy, MAUVE
-    (every k-means seed) and samples, bit for bit, in a second run in a fresh directory."""
+    (every k-means seed) and samples, bit for bit, in a second run in a fresh directory (of the targets that
+    cover every kind of metric: RERUN_TARGETS)."""
     second = tmp_path / "work"
     second.mkdir()
-    smk(*SMOKE_PROFILE, "--configfile", SMOKE, "--directory", str(second))
+    smk(*SMOKE_PROFILE, "--configfile", SMOKE, "--directory", str(second), *RERUN_TARGETS)
+    assert all((second / t).exists() for t in RERUN_TARGETS)
     files = sorted(p.relative_to(second) for p in (second / "results" / "eval").rglob("*.json"))
-    assert len(files) > 20
+    assert len(files) >= 8
     compared = 0
     for rel in files:
         a, b = (json.loads((w / rel).read_text()) for w in (smoke_work, second))
@@ -457,7 +468,7 @@ def test_two_smoke_runs_in_fresh_copies_give_identical_metrics(smoke_work, tmp_p
             if key in b:
                 assert a.get(key) == b[key], (str(rel), key, a.get(key), b[key])
                 compared += 1
-    assert compared > 40
+    assert compared > 15
     for path in sorted((second / "results" / "samples").rglob("*.jsonl")):
         rel = path.relative_to(second)
         rows = [[json.loads(x)["tokens"] for x in (w / rel).read_text().splitlines()] for w in (smoke_work, second)]
