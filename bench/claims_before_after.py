@@ -1,8 +1,10 @@
-"""The claims table of two runs of the embedded default on one host, side by side: the default before it was
-rebalanced for the claims (issue 17 item 2) and after. Writes bench/results/claims_before_after.md.
+"""The claims table of two runs of the embedded default on one host, side by side: the default before a config
+change and after it (issue 17 item 2: the rebalance for the claims, bench/results/claims_before_after.md; the
+fit to the make-run budget, bench/results/claims_budget_fit.md).
 
     python bench/claims_before_after.py --before WORKDIR_A --after WORKDIR_B \
-        --before-label "config of 7811253" --after-label "config/config.yaml" --before-wall 2990 --after-wall 2900
+        --before-label "config of 7811253" --after-label "config/config.yaml" --before-wall 2990 --after-wall 2900 \
+        [--title "..." --out bench/results/NAME.md]
 
 Each workdir is a finished run (its results/tables/claims.csv and benchmarks/). Both runs must come from the
 same code and host: only the config differs.
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from dlm.report.claims import fmt_effect, read_benchmark
 from dlm.utils import write_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,19 +35,16 @@ def _cpu() -> str:
 
 
 def _interval(row: pd.Series) -> str:
+    """The effect and its interval as the claims table prints them (the effect alone where it has none)."""
     if pd.isna(row["effect"]):
         return "–"
-    if pd.isna(row["lo"]) and pd.isna(row["hi"]):  # an exact comparison (e.g. same tokens and one timing)
-        return f"{row['effect']:+.3f}"
-    lo = "–∞" if pd.isna(row["lo"]) else f"{row['lo']:+.3f}"
-    hi = "∞" if pd.isna(row["hi"]) else f"{row['hi']:+.3f}"
-    return f"{row['effect']:+.3f} [{lo}, {hi}]"
+    return fmt_effect(*(float(row[k]) for k in ("effect", "lo", "hi")))
 
 
 def _train_compute(workdir: Path) -> tuple[int, float]:
     """(training runs, training compute in minutes) from the train rule's benchmark files."""
     files = sorted((workdir / "benchmarks" / "train").glob("*.tsv"))
-    return len(files), sum(float(pd.read_csv(f, sep="\t")["s"].iloc[-1]) for f in files) / 60
+    return len(files), sum(read_benchmark(f)["s"] for f in files) / 60
 
 
 def compare(before: Path, after: Path) -> pd.DataFrame:
@@ -57,7 +57,7 @@ def compare(before: Path, after: Path) -> pd.DataFrame:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--before", required=True, help="workdir of the run before the rebalance")
+    ap.add_argument("--before", required=True, help="workdir of the run before the change")
     ap.add_argument("--after", required=True, help="workdir of the run after it")
     ap.add_argument("--before-label", default="before")
     ap.add_argument("--after-label", default="after")
@@ -65,10 +65,11 @@ def main() -> None:
     ap.add_argument("--after-wall", type=float, help="wall-clock seconds of the workflow run after")
     ap.add_argument("--note", default="", help="a sentence on how the runs were made")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "claims_before_after.md"))
+    ap.add_argument("--title", default="The claims table before and after the default was rebalanced (issue 17)")
     args = ap.parse_args()
     before, after = Path(args.before), Path(args.after)
     df = compare(before, after)
-    lines = ["## The claims table before and after the default was rebalanced (issue 17)", "",
+    lines = [f"## {args.title}", "",
              f"bench/claims_before_after.py on {_cpu()} ({platform.platform()}), 2 cores, the same code for both "
              f"runs; before: {args.before_label}; after: {args.after_label}.", ""]
     if args.note:

@@ -27,7 +27,7 @@ def assemble() -> None:
              "stated; absolute seconds vary with machine load.", ""]
     # training_notes.md is written by hand: what the three training benchmarks show
     for name in ("integral", "train", "duo_curriculum", "loop_overhead", "threads", "training_notes", "sample", "nucleus",
-                 "default_run", "claims_before_after", "gidd_ablation", "paper_cost"):
+                 "default_run", "claims_before_after", "claims_budget_fit", "gidd_ablation", "paper_cost"):
         f = BENCH / "results" / f"{name}.md"
         if f.exists():
             parts += [f.read_text().strip(), ""]

@@ -6,7 +6,8 @@ import sys
 
 import yaml
 
-from dlm.config import (apply_defaults, check_config, expand_seeds, plan_jobs, plan_round_runs, resolve_run, resolve_variant,
+from dlm.config import (apply_defaults, check_config, claim_sample_key, expand_seeds, plan_jobs, plan_round_runs, read_claims,
+                        resolve_run, resolve_variant,
                         zero_shot_insert_eos)
 from dlm.checkpoints.registry import expand_released, import_checks, use_ema
 
@@ -188,8 +189,8 @@ def sample_size(key):
 
 
 def max_sample_count():
-    """The largest sample count of any planned file (the MAUVE references are drawn for it)."""
-    return max([config["sampling"]["num_samples"], *(sizes["num_samples"] for sizes in PLAN_JOBS.values())])
+    """The largest sample count of the files MAUVE scores (`plain_jobs`; the references are drawn for it)."""
+    return max([config["sampling"]["num_samples"], *(PLAN_JOBS[job]["num_samples"] for job in plain_jobs())])
 
 
 def variant(wildcards):
@@ -501,21 +502,21 @@ def benchmark_files():
 
 
 def claims_inputs(wildcards):
-    """What the claims table reads: the claims file, the val-PPL JSONs and training benchmarks of the trained runs,
-    the held-out text's gen-PPL row, and the gen-PPL and MAUVE JSONs (and, for same-samples claims, the sample
-    files) of the samples its claims compare, so that a sampler no claim reads never reruns it (dlm.report.claims)."""
-    inputs = {"spec": CLAIMS, "val": [p for p in val_ppl_jsons() if "/unigram/" not in p],
+    """What the claims table reads: the claims file, the val-PPL JSONs (with the unigram baseline's) and training
+    benchmarks of the trained runs, the held-out text's gen-PPL row, and the gen-PPL and MAUVE JSONs (and, for
+    same-samples claims, the sample files) of the samples its claims compare, so that a sampler no claim reads
+    never reruns it (dlm.report.claims)."""
+    inputs = {"spec": CLAIMS, "val": val_ppl_jsons(),  # with the unigram baseline's (vacuous matches)
               "bench": [f"benchmarks/train/{r}.tsv" for r in TRAINED]}
-    with open(CLAIMS) as f:
-        claims = (yaml.safe_load(f) or {}).get("claims") or []
-    if any(c.get("test", "").startswith("downstream_") for c in claims):  # with the per-question results beside
+    claims = read_claims(CLAIMS)["claims"]
+    if any(c["test"].startswith("downstream_") for c in claims):  # with the per-question results beside
         inputs["downstream"] = downstream_jsons()
         inputs["questions"] = [p.replace("downstream.json", "downstream_questions.jsonl") for p in downstream_jsons()]
     if not config["sampling"]["plan"]:
         return inputs
     sides = [(c["test"], c[k]) for c in claims for k in ("a", "b") if isinstance(c.get(k), dict)]
-    wanted = {(str(x["run"]), str(x["sampler"]), int(x["steps"])) for _, x in sides}
-    same = {(str(x["run"]), str(x["sampler"]), int(x["steps"])) for test, x in sides if test == "same_faster"}
+    wanted = {claim_sample_key(x) for _, x in sides}
+    same = {claim_sample_key(x) for test, x in sides if test == "same_faster"}
     jobs = [job for job in sample_jobs() if (job[0], job[1], int(job[2])) in wanted]
     mauve = set(mauve_jsons())
     inputs["gen"] = [f"results/eval/{r}/gen_{s}_T{t}_s{seed}.json" for r, s, t, seed in jobs]

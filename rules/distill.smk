@@ -14,8 +14,6 @@ rule distill:
     params:
         hp=run_params,
         round=lambda w: int(w.k) - 1,  # dlm.distill counts rounds from 0 (step 2^round / T)
-        student=lambda w: config["runs"][w.run]["distill"].get("student", "raw"),
-        teacher=lambda w: config["runs"][w.run]["distill"].get("teacher", "raw"),
     log:
         "logs/distill/{run}/round_{k}.log",
     conda:

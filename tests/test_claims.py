@@ -160,17 +160,44 @@ def test_claims_table_end_to_end(tmp_path):
     assert "holds" in (tmp_path / "claims.tex").read_text()
 
 
+@pytest.mark.parametrize("unigram_nll,verdict", [(5.52, "degenerate"), (6.50, "holds")])
+def test_a_match_of_two_context_free_models_is_degenerate(tmp_path, unigram_nll, verdict):
+    """Two entries whose val NLL both lie within the margin of the unigram baseline "match" by having learnt
+    nothing beyond token frequencies: degenerate, not a hold. The same pair well below the baseline holds."""
+    base = np.random.default_rng(3).uniform(21.6, 22.4, size=40)  # ~5.5 nats/token (4 tokens a sequence)
+    val = [_val(tmp_path, "p", "p", 1, base), _val(tmp_path, "p_s2", "p", 2, base + 0.02),
+           _val(tmp_path, "q", "q", 1, base + 0.01), _val(tmp_path, "q_s2", "q", 2, base + 0.03)]
+    unigram = tmp_path / "val_unigram.json"
+    unigram.write_text(json.dumps({"run": "unigram", "algo": "unigram", "val_nll": unigram_nll,
+                                   "val_ppl": math.exp(unigram_nll), "val_nll_se": 0.0}))
+    spec = {"margin_nats": 0.1, "claims": [{"id": "m", "statement": "p matches q", "test": "val_close",
+                                            "a": "p", "b": "q"}]}
+    (tmp_path / "claims.yaml").write_text(yaml.safe_dump(spec))
+    df = C.claims_table(tmp_path / "claims.yaml", tmp_path / "claims", val_jsons=[*val, unigram])
+    row = df.set_index("id").loc["m"]
+    assert row["verdict"] == verdict, row.to_dict()
+    assert ("unigram baseline" in row["note"]) == (verdict == "degenerate")
+
+
 def test_unknown_test_is_refused(tmp_path):
     (tmp_path / "c.yaml").write_text(yaml.safe_dump({"claims": [{"id": "x", "statement": "s", "test": "vibes",
                                                                   "a": "r", "b": "q"}]}))
     with pytest.raises(ValueError, match="unknown test 'vibes'"):
-        C.read_spec(tmp_path / "c.yaml")
+        C.read_claims(tmp_path / "c.yaml")
+
+
+def test_downstream_close_claim_needs_its_own_margin(tmp_path):
+    """An accuracy equivalence margin is a share of questions: it never falls back to margin_nats."""
+    claim = {"id": "d", "statement": "s", "test": "downstream_close", "a": "r", "b": "q"}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({"margin_nats": 0.1, "claims": [claim]}))
+    with pytest.raises(ValueError, match=r"claims\[0\] \(d\) has no 'margin'"):
+        C.read_claims(tmp_path / "c.yaml")
 
 
 def test_shipped_claims_file_is_valid():
     from pathlib import Path
 
-    spec = C.read_spec(Path(__file__).resolve().parents[1] / "config" / "claims.yaml")
+    spec = C.read_claims(Path(__file__).resolve().parents[1] / "config" / "claims.yaml")
     assert len({c["id"] for c in spec["claims"]}) == len(spec["claims"])
 
 

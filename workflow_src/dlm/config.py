@@ -411,7 +411,7 @@ def resolve_run(config: dict, name: str) -> dict[str, Any]:
     entry = config["runs"][name]
     merged = copy.deepcopy(config.get("train_defaults", {}))
     algo = entry.get("algo", merged.get("algo"))
-    if not entry.get("import"):  # an imported run is not trained
+    if not (entry.get("import") or entry.get("released")):  # an imported or released run is not trained
         _merge(merged, METHOD_TRAINING.get(algo, {}))
     return _merge(merged, entry)
 
@@ -491,3 +491,35 @@ def expand_seeds(config: dict) -> dict[str, str]:
         if base and seed_run_name(base, seed) in runs:
             entry["distill"] = {**entry["distill"], "from": seed_run_name(base, seed)}
     return group
+
+
+# the claims table (dlm.report.claims; config/claims.yaml): read here, without pandas, for rules/common.smk too
+CLAIM_TESTS = ("val_better", "val_close", "gen_better", "mauve_better", "same_faster", "sc_lowers", "sc_not_lowers",
+               "train_time_less", "train_memory_less", "downstream_better", "downstream_close")
+
+
+def read_claims(path) -> dict:
+    """The claims file, checked: a `claims` list of objects with id, statement, a known test, a (and b but for the
+    self-correction tests), and a `margin` for downstream_close (a share of questions, not nats)."""
+    with open(path) as f:
+        spec = yaml.safe_load(f) or {}
+    claims = spec.get("claims")
+    if not isinstance(claims, list) or not claims:
+        raise ValueError(f"{path}: expected a non-empty list under 'claims'")
+    for i, c in enumerate(claims):
+        if not isinstance(c, dict):
+            raise ValueError(f"{path}: claims[{i}] is {c!r}: expected a mapping")
+        need = ["id", "statement", "test", "a"] + ([] if str(c.get("test", "")).startswith("sc_") else ["b"])
+        need += ["margin"] if c.get("test") == "downstream_close" else []
+        for key in need:
+            if key not in c:
+                raise ValueError(f"{path}: claims[{i}] ({c.get('id', '?')}) has no {key!r}")
+        if c["test"] not in CLAIM_TESTS:
+            raise ValueError(f"{path}: claims[{i}] ({c['id']}): unknown test {c['test']!r}; expected one of "
+                             f"{list(CLAIM_TESTS)}")
+    return spec
+
+
+def claim_sample_key(side: dict) -> tuple[str, str, int]:
+    """(run, sampler, steps) of a sample-file side of a claim."""
+    return str(side["run"]), str(side["sampler"]), int(side["steps"])

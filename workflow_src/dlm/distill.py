@@ -71,9 +71,12 @@ def distill_hp(base: dict, hp: dict, round_k: int) -> dict:
 
 
 def distill_round(init_ckpt: str, out_ckpt: str, data_dir: str, run_dir: str, hp: dict, round_k: int,
-                  threads: int | None = None, integral_path: str | None = None, init_weights: str = "raw",
-                  teacher: str = "raw") -> dict:
-    """Train distillation round `round_k` from `init_ckpt` and write `out_ckpt`; returns the run's settings."""
+                  threads: int | None = None, integral_path: str | None = None) -> dict:
+    """Train distillation round `round_k` from `init_ckpt` and write `out_ckpt`; returns the run's settings. The
+    student and the teacher start from the previous checkpoint's raw or EMA weights (hp.distill.student /
+    teacher, both raw by default as the original code)."""
+    spec = hp.get("distill") or {}
+    init_weights, teacher = spec.get("student", "raw"), spec.get("teacher", "raw")
     base = base_method_hparams(init_ckpt)
     meta = read_meta(data_dir)
     for key in ("vocab_size", "block_length"):

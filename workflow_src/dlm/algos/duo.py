@@ -25,11 +25,11 @@ Deviations from the original code (s-sahoo/duo), all deliberate:
     model's K); the original reused a K = 50257 cache for a K = 50258 model.
   * The curriculum runs for start <= step <= end; the original ran it for every step <= end
     (start only moved its tau schedule, which is constant with the scripts' settings).
-  * Top-k input: the latent z_t follows the original DUO++ rule by default (x0 whenever the true
-    coordinate is among the top k, `topk_latent: in_topk`); `topk_latent: argmax` is ours (x0 iff the
-    true coordinate beats the largest noise value, the exact argmax of w, see `topk_soft_input`); ids of
-    the slots are a uniformly random ordered k-tuple; the partition function keeps the k-th noise value
-    exactly.
+  * Top-k input: ids of the slots are a uniformly random ordered k-tuple; the partition function keeps
+    the k-th noise value exactly. The latent z_t follows the original DUO++ rule (x0 whenever the true
+    coordinate is among the top k, `topk_latent: in_topk`, the default: no deviation); the setting
+    `topk_latent: argmax` (ours: x0 iff the true coordinate beats the largest noise value, the exact
+    argmax of w) is one, see `topk_soft_input`.
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ def log_truncated_mgf(beta: float, scale: torch.Tensor, cap: torch.Tensor) -> to
 def topk_soft_input(x: torch.Tensor, true_val: torch.Tensor, noise_vals: torch.Tensor, noise_ids: torch.Tensor,
                     sigma: torch.Tensor, tau: float, num_noise: int, latent: str = "in_topk"
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Sparse approximation of softmax(w / tau) and the exact argmax of w (DUO++ top-k curriculum).
+    """Sparse approximation of softmax(w / tau) and the discrete latent z_t (`latent`; DUO++ top-k curriculum).
 
     Args:
         x: (B, L) clean ids; true_val: (B, L) the true coordinate w[x] = alpha~ + sigma~ eps_x.

@@ -58,6 +58,11 @@ def check_data_fits(module, data: PackedDataset, ckpt: str) -> None:
                          f"block_length {hp.block_length}")
 
 
+def bound_generator(seed: int, p: int, i: int, device: str | torch.device = "cpu") -> torch.Generator:
+    """The generator of the draws (t and forward noise) of batch i in Monte-Carlo pass p (`monte_carlo_bound`)."""
+    return torch.Generator(device=device).manual_seed((seed * 1_000_003 + p) * 100_003 + i)
+
+
 @torch.no_grad()
 def monte_carlo_bound(module, data: PackedDataset, batch_size: int, seed: int, passes: int = 1,
                       max_batches: int | None = None, device: str = "cpu", desc: str = "ppl",
@@ -83,8 +88,7 @@ def monte_carlo_bound(module, data: PackedDataset, batch_size: int, seed: int, p
             if max_batches is not None and i >= max_batches:
                 break
             batch = {k: v.to(device) for k, v in batch.items()}
-            g = torch.Generator(device=device).manual_seed((seed * 1_000_003 + p) * 100_003 + i)
-            s, n = module.nelbo_terms(batch, g)  # (B,), (B,)
+            s, n = module.nelbo_terms(batch, bound_generator(seed, p, i, device))  # (B,), (B,)
             nll_p.append(s.double().cpu())
             tok_p.append(n.double().cpu())
         seq_nll.append(torch.cat(nll_p).numpy() if nll_p else np.zeros(0))

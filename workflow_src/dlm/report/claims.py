@@ -8,7 +8,9 @@ difference, MAUVE difference, ...); we estimate the effect and its 95% interval,
 * an equivalence claim ("A matches B", "close") **holds** if the interval lies inside (-margin, +margin),
   is **reversed** (they differ) if it lies entirely outside, and is inconclusive otherwise;
 * a generative-PPL gain whose better side's entropy is below the held-out text's minus
-  `evaluation.entropy_margin` is **degenerate**, never "holds" (low entropy fakes low gen PPL);
+  `evaluation.entropy_margin` is **degenerate**, never "holds" (low entropy fakes low gen PPL); so is a
+  val-PPL equivalence of two entries whose mean NLL both lie within the margin of the unigram baseline's
+  (neither uses its context: they match by having learnt nothing else);
 * a claim whose runs or sample files this config does not produce is **not run**.
 
 Intervals (Student t, 95%), by what varies:
@@ -42,17 +44,17 @@ import pandas as pd
 import yaml
 from scipy import stats
 
+from dlm.config import CLAIM_TESTS, claim_sample_key, read_claims
 from dlm.report.tables import write_table
 from dlm.utils import read_json, write_text
 
-TESTS = ("val_better", "val_close", "gen_better", "mauve_better", "same_faster", "sc_lowers", "sc_not_lowers",
-         "train_time_less", "train_memory_less", "downstream_better", "downstream_close")
 VERDICT_RULE = (
     "Verdict: a directional claim holds if the 95% interval of its effect lies entirely on the claimed side of 0, "
     "is reversed if entirely on the other side, else inconclusive; an equivalence claim (close, matches) holds "
     "if the interval lies within the margin, reversed if entirely outside it; a gen-PPL gain with entropy below "
-    "the held-out text's minus the entropy margin is degenerate; training claims need several training seeds "
-    "in at least one compared entry (else inconclusive).")
+    "the held-out text's minus the entropy margin is degenerate, and so is a val-PPL match of two entries that "
+    "are both within the margin of the unigram baseline; training claims need several training seeds in at "
+    "least one compared entry (else inconclusive).")
 
 
 # --------------------------------------------------------------------------------------------
@@ -217,10 +219,6 @@ def read_benchmark(path: str | os.PathLike) -> dict:
 # one row per claim
 # --------------------------------------------------------------------------------------------
 
-def _sample_key(spec: dict) -> tuple[str, str, int]:
-    return str(spec["run"]), str(spec["sampler"]), int(spec["steps"])
-
-
 def _describe(spec: Any) -> str:
     if isinstance(spec, dict):
         return f"{spec['run']} {spec['sampler']} T={spec['steps']}"
@@ -229,22 +227,18 @@ def _describe(spec: Any) -> str:
     return str(spec)
 
 
-def _val_pair(res: Results, a: str, b: str, pool: list[list[float]]) -> tuple[Interval, Interval, str]:
-    """(training interval, evaluation interval, note) of val NLL(a) - val NLL(b)."""
+def _val_pair(res: Results, a: str, b: str, pool: list[list[float]]) -> tuple[Interval, Interval]:
+    """(training interval, evaluation interval) of val NLL(a) - val NLL(b)."""
     ra, rb = res.val[a], res.val[b]
     xa, xb = [o["val_nll"] for o in ra], [o["val_nll"] for o in rb]
     base_a, base_b = ra[0], rb[0]
-    note = ""
     if "seq_nll" in base_a and "seq_nll" in base_b and len(base_a["seq_nll"]) == len(base_b["seq_nll"]):
         ev = paired_ratio_diff(base_a["seq_nll"], base_a["seq_tokens"], base_b["seq_nll"], base_b["seq_tokens"],
                                f"evaluation: paired over {len(base_a['seq_nll'])} sequences")
     else:
         se = math.hypot(base_a.get("val_nll_se") or math.nan, base_b.get("val_nll_se") or math.nan)
         ev = Interval.from_se(base_a["val_nll"] - base_b["val_nll"], se, math.inf, "evaluation: MC s.e., unpaired")
-    tr = seeds_diff(xa, xb, pool, f"training seeds: {len(xa)} vs {len(xb)}")
-    if not np.isfinite(tr.lo):
-        note = "one training seed per entry: training noise unknown"
-    return tr, ev, note
+    return seeds_diff(xa, xb, pool, f"training seeds: {len(xa)} vs {len(xb)}"), ev
 
 
 def _row(claim: dict, compared: str, metric: str, iv: Interval | None, verdict: str, note: str = "",
@@ -266,6 +260,18 @@ def _not_run(claim: dict, missing: str) -> dict:
     return _row(claim, _compared(claim), "", None, "not run", f"not in this config: {missing}")
 
 
+def seed_or_evaluation(tr: Interval, ev: Interval, kind: str, margin: float,
+                       single_seed: str) -> tuple[Interval, str, str]:
+    """(interval, verdict, note) of a training claim: over training seeds where both entries have several (the
+    evaluation interval in the note); where one has a single seed, the evaluation interval, decided on for fixed
+    models (`single_seed` "evaluation": released checkpoints) and inconclusive otherwise (training noise unknown)."""
+    if np.isfinite(tr.lo):
+        return tr, decide(tr, kind, margin), f"evaluation noise alone: [{ev.lo:+.3f}, {ev.hi:+.3f}]"
+    if single_seed == "evaluation":
+        return ev, decide(ev, kind, margin), "one model per entry: the interval covers evaluation noise only"
+    return ev, "inconclusive", "one training seed per entry: training noise unknown"
+
+
 def claim_val(claim: dict, res: Results, margin: float, single_seed: str = "inconclusive") -> dict:
     a = str(claim["a"])
     bs = [str(b) for b in (claim["b"] if isinstance(claim["b"], list) else [claim["b"]])]
@@ -277,26 +283,24 @@ def claim_val(claim: dict, res: Results, margin: float, single_seed: str = "inco
     rank = {"holds": 0, "inconclusive": 1, "reversed": 2}
     worst = None
     for b in bs:
-        tr, ev, note = _val_pair(res, a, b, pool)
-        if np.isfinite(tr.lo):
-            verdict = decide(tr, kind, margin)
-        elif single_seed == "evaluation":  # fixed models (released checkpoints): the claim is about these models
-            verdict, note = decide(ev, kind, margin), "one model per entry: the interval covers evaluation noise only"
-        else:
-            verdict = "inconclusive"
-        iv = tr if np.isfinite(tr.lo) else ev
+        iv, verdict, note = seed_or_evaluation(*_val_pair(res, a, b, pool), kind, margin, single_seed)
         key = (rank[verdict], -abs(iv.effect) if kind == "less" else abs(iv.effect))
         if worst is None or key > worst[0]:
-            worst = (key, b, tr, ev, note, verdict)
-    _, b, tr, ev, note, verdict = worst
-    iv = tr if np.isfinite(tr.lo) else ev
-    extra = f"evaluation noise alone: [{ev.lo:+.3f}, {ev.hi:+.3f}]" if iv is tr else ""
+            worst = (key, b, iv, note, verdict)
+    _, b, iv, note, verdict = worst
+    if kind == "close" and "unigram" in res.val:  # a match of two context-free models is vacuous
+        floor = res.val["unigram"][0]["val_nll"] - margin
+        nll = {x: float(np.mean([o["val_nll"] for o in res.val[x]])) for x in (a, b)}
+        if min(nll.values()) > floor:
+            verdict = "degenerate"
+            note = "; ".join(x for x in (
+                f"both at the unigram baseline (NLL {nll[a]:.3f} and {nll[b]:.3f} vs {floor + margin:.3f}): "
+                "neither uses its context", note) if x)
     if len(bs) > 1:
-        extra = "; ".join(x for x in (f"closest of {len(bs)} entries", extra) if x)
+        note = "; ".join(x for x in (f"closest of {len(bs)} entries", note) if x)
     a_val = float(np.mean([o["val_ppl"] for o in res.val[a]]))
     b_val = float(np.mean([o["val_ppl"] for o in res.val[b]]))
-    return _row(claim, f"{a} vs {b}", "val NLL (nats/token); a, b: val PPL", iv, verdict,
-                "; ".join(x for x in (note, extra) if x), a_val, b_val)
+    return _row(claim, f"{a} vs {b}", "val NLL (nats/token); a, b: val PPL", iv, verdict, note, a_val, b_val)
 
 
 def _pooled_samples(objs: list[dict], nll: str = "sample_nll", tokens: str = "sample_tokens"):
@@ -316,7 +320,7 @@ def _entropy_floor(res: Results, entropy_margin: float) -> float:
 
 
 def claim_gen(claim: dict, res: Results, margin: float, entropy_margin: float) -> dict:
-    ka, kb = _sample_key(claim["a"]), _sample_key(claim["b"])
+    ka, kb = claim_sample_key(claim["a"]), claim_sample_key(claim["b"])
     missing = [_describe(s) for s, k in ((claim["a"], ka), (claim["b"], kb)) if k not in res.gen]
     if missing:
         return _not_run(claim, ", ".join(missing))
@@ -339,7 +343,7 @@ def claim_gen(claim: dict, res: Results, margin: float, entropy_margin: float) -
 
 
 def claim_mauve(claim: dict, res: Results, margin: float) -> dict:
-    ka, kb = _sample_key(claim["a"]), _sample_key(claim["b"])
+    ka, kb = claim_sample_key(claim["a"]), claim_sample_key(claim["b"])
     missing = [_describe(s) for s, k in ((claim["a"], ka), (claim["b"], kb)) if k not in res.mauve]
     if missing:
         return _not_run(claim, ", ".join(missing))
@@ -358,7 +362,7 @@ def _tokens(path: str) -> list[list[int]]:
 
 
 def claim_same_faster(claim: dict, res: Results) -> dict:
-    ka, kb = _sample_key(claim["a"]), _sample_key(claim["b"])
+    ka, kb = claim_sample_key(claim["a"]), claim_sample_key(claim["b"])
     missing = [_describe(s) for s, k in ((claim["a"], ka), (claim["b"], kb)) if k not in res.gen]
     if missing:
         return _not_run(claim, ", ".join(missing))
@@ -383,7 +387,7 @@ def claim_same_faster(claim: dict, res: Results) -> dict:
 
 
 def claim_self_correction(claim: dict, res: Results, margin: float, entropy_margin: float) -> dict:
-    ka = _sample_key(claim["a"])
+    ka = claim_sample_key(claim["a"])
     if ka not in res.gen:
         return _not_run(claim, _describe(claim["a"]))
     objs = res.gen[ka]
@@ -450,14 +454,7 @@ def claim_downstream(claim: dict, res: Results, margin: float, single_seed: str 
     ev = Interval.from_se(float(d.mean()) if len(d) else math.nan, se, len(d) - 1,
                           f"evaluation: paired over {len(d)} questions")
     kind = "close" if claim["test"] == "downstream_close" else "greater"
-    note = ""
-    if np.isfinite(tr.lo):
-        iv, verdict = tr, decide(tr, kind, margin)
-        note = f"evaluation noise alone: [{ev.lo:+.3f}, {ev.hi:+.3f}]"
-    elif single_seed == "evaluation":
-        iv, verdict, note = ev, decide(ev, kind, margin), "one model per entry: the interval covers evaluation noise only"
-    else:
-        iv, verdict, note = ev, "inconclusive", "one training seed per entry: training noise unknown"
+    iv, verdict, note = seed_or_evaluation(tr, ev, kind, margin, single_seed)
     return _row(claim, f"{a} vs {b}", "downstream accuracy (share of questions)", iv, verdict, note,
                 float(np.mean(xa)), float(np.mean(xb)))
 
@@ -472,8 +469,8 @@ def evaluate_claims(spec: dict, res: Results, entropy_margin: float, single_seed
     rows = []
     for claim in spec["claims"]:
         test = claim.get("test")
-        if test not in TESTS:
-            raise ValueError(f"claim {claim.get('id')!r}: unknown test {test!r}; expected one of {list(TESTS)}")
+        if test not in CLAIM_TESTS:
+            raise ValueError(f"claim {claim.get('id')!r}: unknown test {test!r}; expected one of {list(CLAIM_TESTS)}")
         if test in ("val_better", "val_close"):
             rows.append(claim_val(claim, res, margin, single_seed))
         elif test == "gen_better":
@@ -485,48 +482,33 @@ def evaluate_claims(spec: dict, res: Results, entropy_margin: float, single_seed
         elif test in ("sc_lowers", "sc_not_lowers"):
             rows.append(claim_self_correction(claim, res, margin, entropy_margin))
         elif test in ("downstream_better", "downstream_close"):
-            rows.append(claim_downstream(claim, res, float(claim.get("margin", margin)), single_seed))
+            rows.append(claim_downstream(claim, res, float(claim.get("margin", math.nan)), single_seed))
         else:
             rows.append(claim_train_cost(claim, res, margin))
     return pd.DataFrame(rows)
 
 
-def read_spec(path: str | os.PathLike) -> dict:
-    """The claims file, checked: a `claims` list of objects with id, statement, test, a (and b but for the
-    self-correction tests)."""
-    with open(path) as f:
-        spec = yaml.safe_load(f) or {}
-    claims = spec.get("claims")
-    if not isinstance(claims, list) or not claims:
-        raise ValueError(f"{path}: expected a non-empty list under 'claims'")
-    for i, c in enumerate(claims):
-        need = ["id", "statement", "test", "a"] + ([] if c.get("test", "").startswith("sc_") else ["b"])
-        for key in need:
-            if key not in c:
-                raise ValueError(f"{path}: claims[{i}] ({c.get('id', '?')}) has no {key!r}")
-        if c["test"] not in TESTS:
-            raise ValueError(f"{path}: claims[{i}] ({c['id']}): unknown test {c['test']!r}; expected one of "
-                             f"{list(TESTS)}")
-    return spec
-
-
-def _fmt(v: float, digits: int = 3) -> str:
+def fmt_signed(v: float, digits: int = 3) -> str:
     return "–" if not np.isfinite(v) else f"{v:+.{digits}f}"
+
+
+def fmt_effect(effect: float, lo: float, hi: float) -> str:
+    """"effect [lo, hi]", or the effect alone where it has no interval (an exact comparison)."""
+    return f"{fmt_signed(effect)} [{fmt_signed(lo)}, {fmt_signed(hi)}]" if np.isfinite(lo) else fmt_signed(effect)
 
 
 def claims_table(spec_path: str | os.PathLike, out_stem: str | os.PathLike, val_jsons=(), gen_jsons=(),
                  mauve_jsons=(), bench_files=(), reference=None, entropy_margin: float = 0.5,
                  single_seed: str = "inconclusive", downstream_jsons=()) -> pd.DataFrame:
     """Write ``{out_stem}.csv/.md/.tex``: one row per claim with the effect, its 95% interval and the verdict."""
-    spec = read_spec(spec_path)
+    spec = read_claims(spec_path)
     res = Results.read(val_jsons, gen_jsons, mauve_jsons, bench_files, reference, downstream_jsons)
     df = evaluate_claims(spec, res, entropy_margin, single_seed)
     value = lambda v: "–" if not np.isfinite(v) else f"{v:.4g}"  # noqa: E731
     shown = pd.DataFrame({
         "claim": [f"{c} ({src})" if src else c for c, src in zip(df["claim"], df["source"])],
         "compared": df["compared"], "metric": df["metric"], "a": df["a"], "b": df["b"],
-        "effect": [f"{_fmt(e)} [{_fmt(lo)}, {_fmt(hi)}]" if np.isfinite(lo) else _fmt(e)
-                   for e, lo, hi in zip(df["effect"], df["lo"], df["hi"])],
+        "effect": [fmt_effect(e, lo, hi) for e, lo, hi in zip(df["effect"], df["lo"], df["hi"])],
         "interval_over": df["interval_over"], "verdict": df["verdict"], "note": df["note"]})
     formats = {"a": value, "b": value}
     labels = {"claim": "Claim (source)", "compared": "Compared (a vs b)", "metric": "Effect measured",

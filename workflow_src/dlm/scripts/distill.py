@@ -2,8 +2,8 @@
 
 input: init (the previous round's checkpoint, or the base run's final.ckpt for round 0), data (packed data
 dir), optional integral (the integral cache, dcd with transform cache). params: hp (the distillation run's
-resolved settings: algo dcd | sdtt, algo_args, optim, trainer), round (0-based: dt = 2^round / T), student and
-teacher (raw | ema: the weights of the previous checkpoint each starts from). output[0]: the round's checkpoint.
+resolved settings: algo dcd | sdtt, algo_args, optim, trainer, and distill with its student and teacher weights),
+round (0-based: dt = 2^round / T). output[0]: the round's checkpoint.
 """
 
 from pathlib import Path
@@ -15,5 +15,4 @@ setup_job(snakemake.log[0], snakemake.threads)
 out = snakemake.output[0]
 integral = snakemake.input.integral if "integral" in snakemake.input.keys() else None
 distill_round(snakemake.input.init, out, snakemake.input.data, str(Path(out).parent), dict(snakemake.params.hp),
-              int(snakemake.params.round), threads=snakemake.threads, integral_path=integral,
-              init_weights=snakemake.params.student, teacher=snakemake.params.teacher)
+              int(snakemake.params.round), threads=snakemake.threads, integral_path=integral)
