@@ -34,7 +34,7 @@ smoke: setup
 	$(VENV)/bin/snakemake --profile profiles/smoke --configfile config/smoke.yaml
 
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=30   # the 30 slowest tests at the end: where CI time goes
 
 lint: setup
 	$(VENV)/bin/snakemake --lint
