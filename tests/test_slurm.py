@@ -1,6 +1,6 @@
 """The Slurm profile for real on a single-node Slurm cluster (.ci/slurm-up.sh, started by the session fixture
 below where none answers): one model's chain of the smoke config as Slurm jobs with GPU requests (fake gres
-GPU), preemption of a real training job, a run longer than a 2-minute partition's limit trained in a chain of
+GPU), preemption of a real training job, a run longer than a 1-minute partition's limit trained in a chain of
 requeued jobs (and a diverging run that fails instead), an srun-launched two-task run, the 2-node x 4-GPU
 submission, and `snakemake --profile slurm` by name after `make slurm-profile`."""
 
@@ -251,14 +251,14 @@ def test_srun_launched_ddp_run_trains_as_one_job_of_two_tasks(slurm_cluster, tmp
 
 @pytest.fixture
 def short_partition(slurm_cluster):
-    """A partition whose jobs may run 2 minutes (MaxTime=2), as a site's short queue, over the cluster's nodes;
+    """A partition whose jobs may run 1 minute (MaxTime=1, Slurm's shortest), as a site's short queue, over the cluster's nodes;
     deleted afterwards. Creating one needs Slurm administrator rights (root here): skipped without them."""
-    name = "dlm_2min"
+    name = "dlm_1min"
     subprocess.run(["scontrol", "delete", f"PartitionName={name}"], capture_output=True)
-    res = subprocess.run(["scontrol", "create", f"PartitionName={name}", "Nodes=ALL", "MaxTime=2", "State=UP"],
+    res = subprocess.run(["scontrol", "create", f"PartitionName={name}", "Nodes=ALL", "MaxTime=1", "State=UP"],
                          capture_output=True, text=True)
     if res.returncode != 0:
-        pytest.skip(f"cannot create a 2-minute Slurm partition: {(res.stderr or res.stdout).strip()}")
+        pytest.skip(f"cannot create a 1-minute Slurm partition: {(res.stderr or res.stdout).strip()}")
     yield name
     subprocess.run(["scontrol", "delete", f"PartitionName={name}"], capture_output=True)
 
@@ -323,9 +323,9 @@ def job_record(job: str) -> dict[str, str]:
 
 @pytest.mark.slurm
 def test_run_longer_than_the_partition_time_limit_trains_in_a_chain_of_jobs(slurm_cluster, short_partition, tmp_path):
-    """A site's partition caps jobs at 2 minutes; a run needs more than one job's worth of training (about 120 s
-    on this host, measured first; a job trains at most 100 s). Through Snakemake with the shipped profile, edited
-    only as a site would (train's partition and runtime: 2): each job stops itself 20 s before the limit, saves
+    """A site's partition caps jobs at 1 minute; a run needs more than one job's worth of training (about 48 s
+    on this host, measured first; a job trains at most 40 s). Through Snakemake with the shipped profile, edited
+    only as a site would (train's partition and runtime: 1): each job stops itself 20 s before the limit, saves
     and requeues itself, the next run of the same job resumes, and the last one writes the final checkpoint,
     whose weights equal those of an uninterrupted run (trained meanwhile outside Slurm, at the lowest CPU
     priority so that the chain trains at the measured speed). No job reaches its time limit and none is a
@@ -345,7 +345,7 @@ def test_run_longer_than_the_partition_time_limit_trains_in_a_chain_of_jobs(slur
             "diverge": {"algo": "mdlm", "optim": {"lr": 1.0e37}}}
     overlay.write_text(yaml.safe_dump({"runs": runs}))
     rate = steps_per_second(packed, resolved_run([smoke, overlay], "chain"), tmp_path / "clock")
-    steps = max(10, round(120 * rate))  # 1.2 x what one job can train at most (100 s of a 2-minute job)
+    steps = max(10, round(48 * rate))  # 1.2 x what one job can train at most (40 s of a 1-minute job)
     runs["chain"]["trainer"]["max_steps"] = steps
     overlay.write_text(yaml.safe_dump({"runs": runs}))
     hp = resolved_run([smoke, overlay], "chain")
@@ -355,7 +355,7 @@ def test_run_longer_than_the_partition_time_limit_trains_in_a_chain_of_jobs(slur
                                   str(tmp_path / "reference.log"), "train", "--data", str(packed), "--hp",
                                   json.dumps(hp), "--out", str(tmp_path / "reference" / "final.ckpt"),
                                   "--threads", "2"])
-    profile = site_profile(tmp_path / "profile", short_partition, 2)
+    profile = site_profile(tmp_path / "profile", short_partition, 1)
     targets = ["results/models/chain/final.ckpt", "results/models/diverge/final.ckpt"]
     res = subprocess.run(snakemake_cmd("--profile", str(profile), "--configfile", str(smoke), str(overlay),
                                        "--directory", str(work), "--keep-going", "--slurm-keep-successful-logs",
@@ -372,7 +372,7 @@ def test_run_longer_than_the_partition_time_limit_trains_in_a_chain_of_jobs(slur
     (chain_job,) = jobs["chain"]  # one submission: the chain is one Slurm job id, requeued, never a retry
     rec = job_record(chain_job)
     links = int(rec["Restarts"]) + 1
-    assert rec["JobState"] == "COMPLETED" and rec["Partition"] == short_partition and rec["TimeLimit"] == "00:02:00"
+    assert rec["JobState"] == "COMPLETED" and rec["Partition"] == short_partition and rec["TimeLimit"] == "00:01:00"
     assert links >= 2, rec
     slurm_log = (work / ".snakemake" / "slurm_logs" / "rule_train" / "chain" / f"{chain_job}.log").read_text()
     requeued = re.findall(rf"\*\*\* JOB {chain_job} ON \S+ CANCELLED AT (\S+) DUE TO JOB REQUEUE", slurm_log)
@@ -396,7 +396,7 @@ def test_run_longer_than_the_partition_time_limit_trains_in_a_chain_of_jobs(slur
         assert f"SLURM-job '{job}' failed, SLURM status is: 'FAILED'" in log, log[-5000:]
     assert re.search(r"run 'diverge': the training loss is (nan|inf) at optimiser step 1 ",
                      (work / "logs" / "train" / "diverge.log").read_text())
-    print(f"chain: {steps} steps ({rate:.2f} steps/s measured) in {links} runs of one Slurm job of at most 2 minutes,"
+    print(f"chain: {steps} steps ({rate:.2f} steps/s measured) in {links} runs of one Slurm job of at most 1 minute,"
           f" requeued at {requeued}")
 
 
