@@ -41,7 +41,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 from scipy import stats
 
 from dlm.config import CLAIM_TESTS, claim_sample_key, read_claims
